@@ -1,0 +1,1 @@
+"""Typer commands: glue only, no logic. Importing `mmpt` never imports this package."""

@@ -1,0 +1,81 @@
+"""The official MultiMAE NYUv2 layout: paths and PNG encodings shared by preparation and synthesis.
+
+`<root>/{train,test}/{rgb,depth,semseg}/data/NNNN.png`, NNNN = zero-based index into the labeled set.
+rgb: 8-bit RGB. depth: 16-bit grey, `uint16(metres * 2**16/10)` (truncation). semseg: palettized
+('P') PNG whose pixel values are NYU-40 class ids (0 = unlabeled, 1..40).
+"""
+
+from __future__ import annotations
+
+import colorsys
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SPLITS = ("train", "test")
+DOMAINS = ("rgb", "depth", "semseg")
+DEPTH_SCALE = 2**16 / 10  # PNG units per metre (1 unit ≈ 0.153 mm)
+NUM_CLASSES = 40
+
+
+def semseg_palette() -> list[int]:
+    """The official 40-entry palette as a flat RGB list: black, then 39 HLS hues (l=0.6, s=0.65).
+
+    Class 40 has no entry (as in the official files): readers must use indices, never colours.
+    """
+    colours = [(0, 0, 0)] + [colorsys.hls_to_rgb(k / 39, 0.6, 0.65) for k in range(39)]
+    return [int(c * 255) if isinstance(c, float) else c for rgb in colours for c in rgb]
+
+
+def sample_path(root: str | os.PathLike, split: str, domain: str, index: int) -> Path:
+    """`root/split/domain/data/NNNN.png`."""
+    return Path(root) / split / domain / "data" / f"{index:04d}.png"
+
+
+def encode_depth(depth_m: np.ndarray) -> np.ndarray:
+    """Metres → uint16 PNG units, truncating exactly as the official preparation does."""
+    return np.uint16(np.asarray(depth_m, dtype=np.float32) * np.float32(DEPTH_SCALE))
+
+
+def decode_depth(units: np.ndarray) -> np.ndarray:
+    """uint16 PNG units → float32 metres (0 stays 0 = invalid)."""
+    return np.asarray(units, dtype=np.float32) / np.float32(DEPTH_SCALE)
+
+
+def write_png(image: Image.Image, path: Path) -> None:
+    """Writes a PNG atomically (temp file, then rename) so an interrupted run never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    image.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def write_sample(
+    root: str | os.PathLike,
+    split: str,
+    index: int,
+    *,
+    rgb: np.ndarray | None = None,
+    depth_m: np.ndarray | None = None,
+    labels40: np.ndarray | None = None,
+) -> None:
+    """Writes the given modalities of one sample in the official encodings.
+
+    Args:
+        root: dataset root.
+        split: "train" or "test".
+        index: zero-based sample index (the file name).
+        rgb: (H, W, 3) uint8.
+        depth_m: (H, W) float metres, 0 = invalid; must stay below 10 m (uint16 range).
+        labels40: (H, W) integer NYU-40 ids, 0 = unlabeled.
+    """
+    if rgb is not None:
+        write_png(Image.fromarray(np.asarray(rgb, dtype=np.uint8), mode="RGB"), sample_path(root, split, "rgb", index))
+    if depth_m is not None:
+        write_png(Image.fromarray(encode_depth(depth_m)), sample_path(root, split, "depth", index))
+    if labels40 is not None:
+        image = Image.fromarray(np.asarray(labels40, dtype=np.uint8), mode="P")
+        image.putpalette(semseg_palette())
+        write_png(image, sample_path(root, split, "semseg", index))
