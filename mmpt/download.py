@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from mmpt.errors import DownloadError
+from mmpt.errors import DownloadError, IntegrityError
 
 _CHUNK = 1 << 20
 
@@ -59,7 +59,8 @@ def download(
         `dest` as a Path.
 
     Raises:
-        DownloadError: network failure, truncated body, or size/hash mismatch.
+        DownloadError: network failure or truncated body.
+        IntegrityError: size or sha256 mismatch (the bad file is deleted).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -118,12 +119,12 @@ def _verify(path: Path, *, url: str, sha256: str | None, size: int | None) -> No
     actual_size = path.stat().st_size
     if size is not None and actual_size != size:
         path.unlink()
-        raise DownloadError(f"{url}: downloaded {actual_size} bytes, expected {size}.", hint="run the command again")
+        raise IntegrityError(f"{url}: downloaded {actual_size} bytes, expected {size}.", hint="run the command again")
     if sha256 is not None:
         actual = sha256_file(path)
         if not actual.startswith(sha256.lower()):
             path.unlink()
-            raise DownloadError(
+            raise IntegrityError(
                 f"{url}: sha256 {actual} does not match the expected {sha256}. The file was deleted.",
                 hint="the server may hold a different file; check the URL, then run the command again",
             )

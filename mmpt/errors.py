@@ -40,6 +40,10 @@ class DownloadError(CheckpointError):
     """A download failed, was truncated, or its hash did not match."""
 
 
+class IntegrityError(DownloadError):
+    """A downloaded file whose size or sha256 is not the expected one."""
+
+
 class BaseMismatchError(MmptError):
     """An artifact was trained on a different backbone than the one it is loaded onto."""
 

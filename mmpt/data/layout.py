@@ -14,10 +14,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mmpt.errors import DatasetLayoutError
+
 SPLITS = ("train", "test")
 DOMAINS = ("rgb", "depth", "semseg")
 DEPTH_SCALE = 2**16 / 10  # PNG units per metre (1 unit ≈ 0.153 mm)
 NUM_CLASSES = 40
+REPREPARE = "re-create it with `mmpt data prepare-nyuv2` (or `mmpt data synth` for a synthetic set)"
+# Pillow reports 16-bit grey PNGs as I;16 (13.x) or I (older versions); values are the same.
+_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I")
 
 
 def semseg_palette() -> list[int]:
@@ -79,3 +84,67 @@ def write_sample(
         image = Image.fromarray(np.asarray(labels40, dtype=np.uint8), mode="P")
         image.putpalette(semseg_palette())
         write_png(image, sample_path(root, split, "semseg", index))
+
+
+def domain_dir(root: str | os.PathLike, split: str, domain: str) -> Path:
+    """`root/split/domain/data`, the folder holding one modality's PNGs."""
+    return Path(root) / split / domain / "data"
+
+
+def open_png(path: Path) -> Image.Image:
+    """Opens and fully decodes a PNG, turning unreadable files into a DatasetLayoutError."""
+    try:
+        image = Image.open(path)
+        image.load()
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DatasetLayoutError(
+            f"{path}: cannot be read as a PNG ({e}).", hint=f"delete the file and {REPREPARE}"
+        ) from e
+    return image
+
+
+def depth_units(image: Image.Image, path: Path) -> np.ndarray:
+    """The uint16 PNG units of a depth image (0 = invalid).
+
+    Raises:
+        DatasetLayoutError: the PNG is not 16-bit grey (e.g. an 8-bit image, whose values would be
+            read as depths below 4 cm).
+    """
+    if image.mode not in _DEPTH_MODES:
+        dtype = "uint8" if image.mode in ("L", "P", "1") else f"mode {image.mode!r}"
+        raise DatasetLayoutError(
+            f"{path} is {dtype}; expected a 16-bit grey PNG (uint16) scaled by 2**16/10 (official NYUv2 layout).",
+            hint=REPREPARE,
+        )
+    units = np.asarray(image)
+    if units.dtype != np.uint16:  # mode "I" is int32 in older Pillow versions
+        if units.size and (units.min() < 0 or units.max() > np.iinfo(np.uint16).max):
+            raise DatasetLayoutError(
+                f"{path} holds values in [{units.min()}, {units.max()}]; expected uint16 PNG units (0..65535).",
+                hint=REPREPARE,
+            )
+        units = units.astype(np.uint16)
+    return units
+
+
+def semseg_ids(image: Image.Image, path: Path) -> np.ndarray:
+    """The NYU-40 class ids (uint8, 0 = unlabeled, 1..40) of a semseg image, read from palette indices.
+
+    Raises:
+        DatasetLayoutError: the PNG is not palettized/grey, or holds ids above 40.
+    """
+    if image.mode not in ("P", "L"):
+        raise DatasetLayoutError(
+            f"{path} is a {image.mode!r} PNG; expected a palettized ('P') PNG whose pixel values are NYU-40 class "
+            "ids 0..40 (colours are never read).",
+            hint=REPREPARE,
+        )
+    ids = np.asarray(image)
+    if ids.size and (top := int(ids.max())) > NUM_CLASSES:
+        count = int((ids > NUM_CLASSES).sum())
+        raise DatasetLayoutError(
+            f"{path} holds class id {top} ({count} pixels above {NUM_CLASSES}); expected NYU-40 ids 0..{NUM_CLASSES} "
+            "(0 = unlabeled). Was it written with another label set (e.g. the 894 raw NYU ids or 13 classes)?",
+            hint=f"map the labels through classMapping40.mat: {REPREPARE}",
+        )
+    return ids

@@ -1,0 +1,102 @@
+"""The tuner contract (a Protocol, not a class tree), the registry, and small shared helpers.
+
+A tuner adapts a frozen MultiViT without copying it: token hooks (prompts), injected modules (LoRA via
+peft) or requires_grad changes (linear probe, full fine-tuning). Each tuner is one file
+`mmpt/tuners/<name>.py` with a `<Name>Config` dataclass and an `nn.Module` registered by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from torch import Tensor, nn
+
+from mmpt.backbone.multivit import MultiViT
+from mmpt.errors import ConfigError
+from mmpt.registry import Registry, did_you_mean
+
+
+@dataclass
+class TunerConfig:
+    """Base of every tuner config: plain dataclass fields with `metadata={"help": ...}`, validated in
+    `__post_init__` (raise ConfigError naming the field, the value and the valid range)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TunerConfig:
+        """Builds the config, answering unknown keys with the valid ones."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = [k for k in values if k not in fields]
+        if unknown:
+            hints = "".join(did_you_mean(k, sorted(fields)) for k in unknown)
+            raise ConfigError(
+                f"Unknown {cls.__name__} key(s) {unknown}.{hints}", hint=f"valid keys: {', '.join(sorted(fields))}"
+            )
+        return cls(**values)
+
+
+@runtime_checkable
+class Tuner(Protocol):
+    """What every tuner provides. Tuners are `nn.Module`s; after `apply`, `forward` runs the adapted backbone.
+
+    - `apply(backbone)`: attach to a frozen backbone (hooks, injected modules, requires_grad changes).
+    - `forward(inputs, layers=None)`: the adapted backbone's tokens at `layers` (block indices; default the
+      last), each (B, N + G, D) in the official layout, returned as a list.
+    - `trainable_parameters()`: (name, parameter) pairs the optimiser updates — nothing else may require grad.
+    - `state_dict()` / `load_state_dict(sd, strict=True)`: the tuned tensors only (saved as `tuner.<name>`).
+    - optional `extra_loss()` (e.g. prompt-pool key pull, a scalar Tensor or None) and `merge()` (LoRA).
+    """
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[TunerConfig]]
+    config: TunerConfig
+
+    def apply(self, backbone: MultiViT) -> None: ...
+
+    def forward(self, inputs: Mapping[str, Tensor], layers: Sequence[int] | None = None) -> list[Tensor]: ...
+
+    def trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]: ...
+
+    def state_dict(self) -> dict[str, Tensor]: ...
+
+    def load_state_dict(self, state_dict: Mapping[str, Tensor], strict: bool = True) -> Any: ...
+
+
+TUNERS: Registry[type] = Registry("tuner")
+
+
+def register(name: str):
+    """Class decorator: registers a tuner class under `name` and sets its `name` attribute."""
+
+    def decorator(cls: type) -> type:
+        cls.name = name
+        TUNERS.add(name, cls)
+        return cls
+
+    return decorator
+
+
+def resolve_layers(layers: Sequence[int] | None, depth: int) -> list[int]:
+    """Validates block indices (negative ones count from the end); None means the last block."""
+    if layers is None:
+        return [depth - 1]
+    resolved = [i + depth if i < 0 else i for i in layers]
+    if bad := [i for i, r in zip(layers, resolved, strict=True) if not 0 <= r < depth]:
+        raise ConfigError(f"Layer indices {bad} are out of range for a backbone of depth {depth}.")
+    return resolved
+
+
+def trainable_summary(tuner: Tuner, backbone: MultiViT, head: nn.Module | None = None) -> str:
+    """peft's line: `trainable params: X || all params: Y || trainable%: Z` (head included when given)."""
+    base = backbone.base_state_dict()
+    base_ptrs = {t.data_ptr() for t in base.values()}
+    params = [p for _, p in tuner.trainable_parameters()] + (list(head.parameters()) if head is not None else [])
+    trainable = sum(p.numel() for p in params)
+    extra = sum(p.numel() for p in params if p.data_ptr() not in base_ptrs)  # tuner/head tensors
+    total = sum(t.numel() for t in base.values()) + extra
+    return f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}"
