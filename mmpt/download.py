@@ -70,7 +70,7 @@ def download(
     if offset:
         request.add_header("Range", f"bytes={offset}-")
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (URL chosen by the user)
+        response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code == 416 and offset:  # the .part file is already complete
             response = None

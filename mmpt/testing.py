@@ -1,7 +1,7 @@
 """Tiny checkpoints in the exact official layouts, for tests, demos and docs.
 
-    python -m mmpt.testing tiny.pth            # official MultiViT release layout, decoders included
-    mmpt inspect tiny.pth --num-heads 4
+python -m mmpt.testing tiny.pth            # official MultiViT release layout, decoders included
+mmpt inspect tiny.pth --num-heads 4
 """
 
 from __future__ import annotations
@@ -39,9 +39,7 @@ def tiny_config(
     return MultiViTConfig(domains=specs, dim=dim, depth=depth, num_heads=num_heads, patch_size=patch_size, grid=grid)
 
 
-def _decoder_state(
-    domain: str, config: MultiViTConfig, gen: torch.Generator, dec_dim: int = 32
-) -> dict[str, Tensor]:
+def _decoder_state(domain: str, config: MultiViTConfig, gen: torch.Generator, dec_dim: int = 32) -> dict[str, Tensor]:
     """Random tensors with the official SpatialOutputAdapter key names and shapes (multimae.md §2, §3.1)."""
     out_dim = {
         "rgb": 3 * config.patch_size**2,
@@ -172,7 +170,10 @@ def tiny_backbone(*, image_size: int | None = None, freeze: bool = True, **kwarg
         path = make_tiny_checkpoint(Path(tmp) / "tiny.pth", **kwargs)
         domains = kwargs.get("domains")
         return load_backbone(
-            path, num_heads=kwargs.get("num_heads", 4), image_size=image_size, freeze=freeze,
+            path,
+            num_heads=kwargs.get("num_heads", 4),
+            image_size=image_size,
+            freeze=freeze,
             domains=list(domains) if domains else None,
         )
 

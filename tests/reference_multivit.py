@@ -57,8 +57,9 @@ def _patched_tokens(x: Tensor, sd: dict, domain: str) -> Tensor:
     weight = sd[f"input_adapters.{domain}.proj.weight"]
     p = weight.shape[-1]
     tokens = F.conv2d(x, weight, sd[f"input_adapters.{domain}.proj.bias"], stride=p)  # (B, D, nh, nw)
-    pos = F.interpolate(sd[f"input_adapters.{domain}.pos_emb"], size=tokens.shape[-2:], mode="bicubic",
-                        align_corners=False)
+    pos = F.interpolate(
+        sd[f"input_adapters.{domain}.pos_emb"], size=tokens.shape[-2:], mode="bicubic", align_corners=False
+    )
     return (tokens + pos).flatten(2).transpose(1, 2)
 
 
@@ -67,8 +68,9 @@ def _semseg_tokens(x: Tensor, sd: dict, domain: str) -> Tensor:
     weight = sd[f"input_adapters.{domain}.proj.weight"]
     p = weight.shape[-1]
     tokens = F.conv2d(emb.permute(0, 3, 1, 2), weight, sd[f"input_adapters.{domain}.proj.bias"], stride=p)
-    pos = F.interpolate(sd[f"input_adapters.{domain}.pos_emb"], size=tokens.shape[-2:], mode="bilinear",
-                        align_corners=False)
+    pos = F.interpolate(
+        sd[f"input_adapters.{domain}.pos_emb"], size=tokens.shape[-2:], mode="bilinear", align_corners=False
+    )
     return (tokens + pos).flatten(2).transpose(1, 2)
 
 

@@ -6,7 +6,6 @@ Facts: `reference/multimae.md` §1.1-1.2.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from timm.layers import build_sincos2d_pos_embed
 from torch import Tensor, nn

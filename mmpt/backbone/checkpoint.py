@@ -38,6 +38,7 @@ class LoadReport:
         unexpected: checkpoint keys the model has no place for (an error).
         mismatched: (key, checkpoint shape, model shape) triples (an error).
         resized: position tables resized at load, key → (old grid, new grid).
+        num_heads_from: where the head count came from (given, checkpoint metadata, or assumed).
     """
 
     source: str
@@ -49,6 +50,7 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     resized: dict[str, tuple[tuple[int, int], tuple[int, int]]] = field(default_factory=dict)
+    num_heads_from: str = "given"
 
     @property
     def ok(self) -> bool:
@@ -79,15 +81,18 @@ def read_state_dict(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if found is None:
+            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (unpickling failed).") from e
         raise CheckpointError(
-            f"{path} contains Python objects besides tensors (the loader refused them: {str(e).splitlines()[0]}). "
-            "mmpt only reads checkpoints with torch.load(weights_only=True), so a file can never run code.",
+            f"{path} contains Python objects besides tensors ({found.group(1)}), which could run code when "
+            "loaded; mmpt only reads checkpoints with torch.load(weights_only=True) and refused it.",
             hint="if you trust the file (e.g. an official fine-tuning output with its argparse 'args'), keep only "
             "its weights: python -c \"import torch; torch.save({'model': torch.load('IN', weights_only=False)"
             "['model']}, 'OUT.pth')\"",
         ) from e
-    except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {e}.") from e
+    except Exception as e:  # torch.load raises many types on damaged files (RuntimeError, EOFError, ...)
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e}).") from e
     return _unwrap(obj, path), {}
 
 
@@ -137,7 +142,7 @@ def timm_to_multivit(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[
             skipped.setdefault("timm head/final-norm keys (MultiViT has none)", []).append(key)
     pos = state["pos_embed"]  # (1, 1 + h*w, D)
     n = pos.shape[1] - 1
-    side = int(round(n**0.5))
+    side = round(n**0.5)
     if "cls_token" not in state or side * side != n:
         raise CheckpointError(
             f"timm checkpoint has pos_embed {list(pos.shape)} and cls_token={'cls_token' in state}; expected a cls "
@@ -185,9 +190,7 @@ def infer_config(state: dict[str, Tensor], *, num_heads: int | None = None) -> M
     )
 
 
-def select_domains(
-    state: dict[str, Tensor], domains: list[str] | None, report: LoadReport
-) -> dict[str, Tensor]:
+def select_domains(state: dict[str, Tensor], domains: list[str] | None, report: LoadReport) -> dict[str, Tensor]:
     """Drops the pretraining decoders and the input adapters of domains not asked for (both reported)."""
     present = list(dict.fromkeys(k.split(".")[1] for k in state if k.startswith("input_adapters.")))
     if domains is not None:

@@ -50,23 +50,24 @@ def load_backbone(
         >>> backbone = load_backbone("multimae-b", domains=["rgb", "depth"], image_size=256)
     """
     path, spec = resolve_source(source)
-    state, metadata = ckpt.read_state_dict(path)
-    if path.suffix == ".safetensors":
-        fmt = "safetensors"
-        ckpt.detect_format(state, path)
-    else:
-        fmt = ckpt.detect_format(state, path)
-    report = ckpt.LoadReport(source=str(path), format=fmt, sha256=sha256_file(path))
+    sha256 = sha256_file(path)
     expected = spec.sha256 if spec else (hash_from_filename(path.name) if "://" in str(source) else None)
-    if expected and not report.sha256.startswith(expected):
+    if expected and not sha256.startswith(expected):
         raise CheckpointError(
-            f"{path} has sha256 {report.sha256}, but {source} should start with {expected}.",
+            f"{path} has sha256 {sha256}, but {source} should start with {expected}.",
             hint=f"the file is damaged or not the release file: delete {path} and run again to re-download it",
         )
+    state, metadata = ckpt.read_state_dict(path)
+    fmt = ckpt.detect_format(state, path)
+    report = ckpt.LoadReport(source=str(path), format="safetensors" if path.suffix == ".safetensors" else fmt)
+    report.sha256 = sha256
     if fmt == "timm":
         state, report.skipped = ckpt.timm_to_multivit(state)
+    heads_from = "given"
     if num_heads is None and metadata.get("num_heads"):
-        num_heads = int(metadata["num_heads"])
+        num_heads, heads_from = int(metadata["num_heads"]), "checkpoint metadata"
+    elif num_heads is None:
+        heads_from = "assumed dim // 64 (not stored in the checkpoint)"
     state = ckpt.select_domains(state, list(domains) if domains is not None else None, report)
     config = ckpt.infer_config(state, num_heads=num_heads)
     if image_size is not None:
@@ -75,8 +76,38 @@ def load_backbone(
     with torch.device("cpu"):
         model = MultiViT(config)
     ckpt.load_into(model, state, report)
+    report.num_heads_from = heads_from
     model.load_report = report
     model.source_name = spec.name if spec else metadata.get("name", path.name)
     if freeze:
         model.freeze()
     return model
+
+
+def describe_backbone(model: MultiViT) -> dict:
+    """A JSON-ready summary of a loaded backbone (what `mmpt inspect` prints)."""
+    cfg, report = model.config, model.load_report
+    return {
+        "source": report.source,
+        "name": model.source_name,
+        "format": report.format,
+        "sha256": report.sha256,
+        "fingerprint": model.fingerprint,
+        "domains": {
+            name: ({"kind": "semseg", "num_classes": s.num_classes} if s.kind == "semseg" else {"channels": s.channels})
+            for name, s in cfg.domains.items()
+        },
+        "dim": cfg.dim,
+        "depth": cfg.depth,
+        "num_heads": cfg.num_heads,
+        "num_heads_from": report.num_heads_from,
+        "patch_size": cfg.patch_size,
+        "mlp_ratio": cfg.mlp_ratio,
+        "num_global_tokens": cfg.num_global_tokens,
+        "pos_grid": list(cfg.grid),
+        "native_image_size": list(cfg.image_size),
+        "parameters": sum(t.numel() for t in model.base_state_dict().values()),
+        "loaded_tensors": report.loaded,
+        "skipped": {reason: len(keys) for reason, keys in report.skipped.items()},
+        "resized": {k: [list(a), list(b)] for k, (a, b) in report.resized.items()},
+    }

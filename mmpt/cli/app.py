@@ -15,8 +15,10 @@ def print_error(error: MmptError) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.panel import Panel
+    from rich.text import Text
 
-    text = escape(error.message) + (f"\n\n[bold]Fix:[/bold] {escape(error.hint)}" if error.hint else "")
+    markup = escape(error.message) + (f"\n\n[bold]Fix:[/bold] {escape(error.hint)}" if error.hint else "")
+    text = Text.from_markup(markup, overflow="fold")
     Console(stderr=True).print(Panel(text, title=type(error).__name__, border_style="red", expand=False))
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from mmpt.tuners.base import TUNERS, Tuner, TunerConfig, register, trainable_summary
 
 # Importing a tuner module registers it.
-from mmpt.tuners import deep_prompt, full, linear_probe, lora, prompt_pool  # noqa: E402,F401  isort: skip
+from mmpt.tuners import deep_prompt, full, linear_probe, lora, prompt_pool  # noqa: F401  isort: skip
 
 
 def names() -> list[str]:
