@@ -162,6 +162,7 @@ def test_fingerprint_changes_when_one_weight_changes(tiny):
     with torch.no_grad():
         b.encoder[1].mlp.fc2.bias[5] -= 1e-3
     assert b.fingerprint == a.fingerprint
+    assert load_backbone(tiny, num_heads=2).fingerprint != a.fingerprint  # heads change the computation
 
 
 # ---- registry names and URLs through a loopback server -------------------------------------------

@@ -261,14 +261,15 @@ class MultiViT(nn.Module):
 
     @property
     def fingerprint(self) -> str:
-        """sha256 over the sorted `name:shape:dtype` list and the bytes of the base tensors.
+        """sha256 over the head count, the sorted `name:shape:dtype` list and the bytes of the base tensors.
 
-        What an artifact binds to. Cached until a base tensor is modified in place or replaced.
+        What an artifact binds to (the head count changes the computation but is stored in no tensor).
+        Cached until a base tensor is modified in place or replaced.
         """
         items = sorted(self._base_tensors.items())
         key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for _, t in items)
         if self._fingerprint_cache is None or self._fingerprint_cache[0] != key:
-            digest = hashlib.sha256()
+            digest = hashlib.sha256(f"num_heads:{self.config.num_heads}\n".encode())  # not in the tensors
             for name, tensor in items:
                 digest.update(f"{name}:{list(tensor.shape)}:{str(tensor.dtype).removeprefix('torch.')}\n".encode())
             for _, tensor in items:

@@ -6,7 +6,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from mmpt.cli import data, inspect_cmd
+from mmpt.cli import data, demo, inspect_cmd, pretrain, recipes, tune
 from mmpt.errors import MmptError
 
 
@@ -41,8 +41,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.command("demo")(demo.demo)
+app.command("tune")(tune.tune)
+app.command("eval")(tune.eval_)
+app.command("predict")(tune.predict)
 app.command("inspect")(inspect_cmd.inspect)
+app.command("pretrain")(pretrain.pretrain)
 app.add_typer(data.app, name="data")
+app.add_typer(recipes.app, name="recipes")
 
 
 def main() -> None:

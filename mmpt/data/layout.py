@@ -14,12 +14,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mmpt.errors import DatasetLayoutError
+from mmpt.errors import ConfigError, DatasetLayoutError
 
 SPLITS = ("train", "test")
 DOMAINS = ("rgb", "depth", "semseg")
 DEPTH_SCALE = 2**16 / 10  # PNG units per metre (1 unit ≈ 0.153 mm)
 NUM_CLASSES = 40
+# NYU-40 class names (Gupta et al. 2013), index k-1 for id k; id 0 is "unlabeled".
+NYU40_CLASSES = (
+    "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
+    "picture", "counter", "blinds", "desk", "shelves", "curtain", "dresser", "pillow", "mirror", "floor mat",
+    "clothes", "ceiling", "books", "refrigerator", "television", "paper", "towel", "shower curtain", "box",
+    "whiteboard", "person", "night stand", "toilet", "sink", "lamp", "bathtub", "bag", "otherstructure",
+    "otherfurniture", "otherprop",
+)  # fmt: skip
 REPREPARE = "re-create it with `mmpt data prepare-nyuv2` (or `mmpt data synth` for a synthetic set)"
 # Pillow reports 16-bit grey PNGs as I;16 (13.x) or I (older versions); values are the same.
 _DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I")
@@ -84,6 +92,14 @@ def write_sample(
         image = Image.fromarray(np.asarray(labels40, dtype=np.uint8), mode="P")
         image.putpalette(semseg_palette())
         write_png(image, sample_path(root, split, "semseg", index))
+
+
+def check_domains(domains: tuple[str, ...]) -> None:
+    """Raises ConfigError unless `domains` is a non-empty subset of DOMAINS without repeats."""
+    unknown = [d for d in domains if d not in DOMAINS]
+    if unknown or not domains or len(set(domains)) != len(domains):
+        problem = f"unknown {unknown}" if unknown else "an empty list" if not domains else "repeats"
+        raise ConfigError(f"NYUv2 domains {list(domains)}: {problem}; expected a subset of {list(DOMAINS)}.")
 
 
 def domain_dir(root: str | os.PathLike, split: str, domain: str) -> Path:

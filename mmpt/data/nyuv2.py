@@ -12,7 +12,17 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from mmpt.data.layout import DOMAINS, NUM_CLASSES, SPLITS, decode_depth, depth_units, domain_dir, open_png, semseg_ids
+from mmpt.data.layout import (
+    DOMAINS,
+    NUM_CLASSES,
+    SPLITS,
+    check_domains,
+    decode_depth,
+    depth_units,
+    domain_dir,
+    open_png,
+    semseg_ids,
+)
 from mmpt.data.transforms import IGNORE_INDEX, Depth, to_model_inputs
 from mmpt.errors import ConfigError, DatasetLayoutError
 
@@ -57,8 +67,7 @@ class NYUv2(Dataset):
         if split not in SPLITS:
             raise ConfigError(f"Unknown NYUv2 split {split!r}; expected one of {list(SPLITS)}.")
         domains = (domains,) if isinstance(domains, str) else tuple(domains)
-        if unknown := [d for d in domains if d not in DOMAINS] or not domains:
-            raise ConfigError(f"Unknown NYUv2 domains {unknown or '(none)'}; expected a subset of {list(DOMAINS)}.")
+        check_domains(domains)
         self.root = Path(root)
         self.split = split
         self.domains = domains
@@ -90,7 +99,8 @@ class NYUv2(Dataset):
         path = domain_dir(self.root, self.split, domain) / f"{name}.png"
         image = open_png(path)
         if domain == "rgb":
-            return tv_tensors.Image(torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1))
+            rgb = np.array(image if image.mode == "RGB" else image.convert("RGB"))  # one copy, writable for torch
+            return tv_tensors.Image(torch.from_numpy(rgb).permute(2, 0, 1))
         if domain == "depth":
             return Depth(torch.from_numpy(decode_depth(depth_units(image, path)))[None])
         return tv_tensors.Mask(torch.from_numpy(_REDUCE_ZERO_LABEL[semseg_ids(image, path)]))
@@ -104,7 +114,9 @@ def _aligned_names(root: Path, split: str, domains: tuple[str, ...]) -> list[str
             hint = f"pass root={str(root / 'NYUv2')!r}"
         else:
             hint = f"create it with `mmpt data synth --out {root}` or `mmpt data prepare-nyuv2 ... --out {root}`"
-        raise DatasetLayoutError(f"{split_dir} does not exist; expected an NYUv2 root holding train/ and test/.", hint=hint)
+        raise DatasetLayoutError(
+            f"{split_dir} does not exist; expected an NYUv2 root holding train/ and test/.", hint=hint
+        )
     names = {}
     for domain in domains:
         folder = domain_dir(root, split, domain)
@@ -116,7 +128,9 @@ def _aligned_names(root: Path, split: str, domains: tuple[str, ...]) -> list[str
         names[domain] = {path.stem for path in folder.glob("*.png")}
     every = set().union(*names.values())
     if not every:
-        raise DatasetLayoutError(f"{split_dir} holds no PNG files under {'/'.join(domains)}/data/.", hint="re-create it")
+        raise DatasetLayoutError(
+            f"{split_dir} holds no PNG files under {'/'.join(domains)}/data/.", hint="re-create it"
+        )
     for domain in domains:
         if missing := sorted(every - names[domain]):
             others = [d for d in domains if missing[0] in names[d]]

@@ -17,9 +17,10 @@ import numpy as np
 
 from mmpt.data.layout import NUM_CLASSES, SPLITS, sample_path, write_sample
 from mmpt.download import cache_dir, download
-from mmpt.errors import DatasetLayoutError, DownloadError
+from mmpt.errors import ConfigError, DatasetLayoutError, DownloadError
 
 MAX_DEPTH_M = 10.0  # 10 m × 2**16/10 = 65536 overflows uint16
+_CHUNK_CACHE_BYTES = 256 << 20  # upper bound on what h5py keeps decompressed (the file is ~6 GB decompressed)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,43 @@ def fetch_raw_files(
         if not (dest.is_file() and (raw.size is None or dest.stat().st_size == raw.size)):
             _download_resuming(raw, dest, progress=progress, attempts=attempts)
         paths[raw.key] = dest
+    return paths
+
+
+def resolve_raw_files(
+    labeled_mat: str | os.PathLike | None = None,
+    splits: str | os.PathLike | None = None,
+    class_map: str | os.PathLike | None = None,
+    *,
+    download: bool = False,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """The three raw files as paths: the ones given, the others fetched when `download` is set.
+
+    Args:
+        labeled_mat: `nyu_depth_v2_labeled.mat`, or None.
+        splits: `splits.mat`, or None.
+        class_map: `classMapping40.mat`, or None.
+        download: fetch the files not given into `raw_cache_dir()` (skipping complete ones).
+        progress: show download progress.
+
+    Returns:
+        `{key: Path}` for the three `RawFile.key`s.
+
+    Raises:
+        ConfigError: a file is not given and `download` is off.
+    """
+    given = {"labeled_mat": labeled_mat, "splits": splits, "class_map": class_map}
+    missing = tuple(raw.key for raw in RAW_FILES if given.get(raw.key) is None)
+    if missing and not download:
+        options = ", ".join("--" + key.replace("_", "-") for key in missing)
+        raise ConfigError(
+            f"No path for {options}; preparation reads nyu_depth_v2_labeled.mat, splits.mat and classMapping40.mat.",
+            hint=f"pass {options}, or add --download to fetch them into {raw_cache_dir()}",
+        )
+    paths = {key: Path(path) for key, path in given.items() if path is not None}
+    if missing:
+        paths |= fetch_raw_files(keys=missing, progress=progress)
     return paths
 
 
@@ -238,7 +276,9 @@ def _open_labeled(path: str | os.PathLike) -> Iterator[tuple]:
     if not path.is_file():
         raise DatasetLayoutError(f"{path} does not exist.", hint=hint)
     try:
-        file = h5py.File(path, "r")
+        # A bigger chunk cache than h5py's 1 MiB: should the file's compressed chunks span several images,
+        # each chunk is then decompressed once over the sorted, sequential reads instead of once per image.
+        file = h5py.File(path, "r", rdcc_nbytes=_CHUNK_CACHE_BYTES, rdcc_nslots=1_000_003, rdcc_w0=1.0)
     except OSError as e:
         raise DatasetLayoutError(
             f"{path} is not a MATLAB v7.3 (HDF5) file ({e}); expected nyu_depth_v2_labeled.mat "
@@ -295,7 +335,7 @@ def _loadmat(path: str | os.PathLike, name: str) -> dict:
         return loadmat(path)
     except (ValueError, TypeError, OSError, NotImplementedError) as e:
         raise DatasetLayoutError(
-            f"{path} is not a MATLAB v5 .mat file ({e}).", hint=f"download {name} again or pass --download"
+            f"{path} is not a MATLAB v5 .mat file ({e}).", hint=f"delete it and download {name} again (--download)"
         ) from e
 
 

@@ -7,7 +7,8 @@ A sample entering a transform is a dict holding any subset of
 Depth and labels are masks to torchvision, so every geometric op resamples them with NEAREST: an invalid
 depth of 0 stays 0 (never blended into a neighbour) and labels stay class ids. Padding writes 0 to depth
 (invalid), 255 to labels (ignore) and the ImageNet mean to rgb (≈ 0 after normalisation, before colour
-jitter). Colour ops touch rgb only. After the transform, `to_model_inputs` normalises rgb and derives `mask_valid = depth > 0`.
+jitter). Colour ops touch rgb only. After the transform, `to_model_inputs` normalises rgb and derives
+`mask_valid = depth > 0`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,20 @@ _FILL: dict[type | str, Any] = {
     Depth: 0.0,
     tv_tensors.Mask: IGNORE_INDEX,
 }
+
+
+class OnRgb(torch.nn.Module):
+    """Applies a colour transform to `sample["rgb"]` only, and is a no-op for samples without rgb.
+
+    (torchvision's colour transforms raise on a sample holding masks but no image.)
+    """
+
+    def __init__(self, transform: v2.Transform) -> None:
+        super().__init__()
+        self.transform = transform
+
+    def forward(self, sample: dict[str, Any]) -> dict[str, Any]:
+        return {**sample, "rgb": self.transform(sample["rgb"])} if "rgb" in sample else sample
 
 
 def train_transform(
@@ -68,7 +83,7 @@ def train_transform(
     if hflip:
         steps.append(v2.RandomHorizontalFlip(0.5))
     if color_jitter:
-        steps += [v2.RandomApply([v2.ColorJitter(**_JITTER)], p=0.5), v2.RandomGrayscale(p=0.3)]
+        steps.append(OnRgb(v2.Compose([v2.RandomApply([v2.ColorJitter(**_JITTER)], p=0.5), v2.RandomGrayscale(p=0.3)])))
     return v2.Compose(steps)
 
 

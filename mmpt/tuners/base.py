@@ -12,10 +12,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor, nn
+from torch.nn.modules.module import _IncompatibleKeys
 
 from mmpt.backbone.multivit import MultiViT
-from mmpt.errors import ConfigError
+from mmpt.errors import ArtifactError, ConfigError
 from mmpt.registry import Registry, did_you_mean
 
 
@@ -50,6 +52,8 @@ class Tuner(Protocol):
     - `trainable_parameters()`: (name, parameter) pairs the optimiser updates — nothing else may require grad.
     - `state_dict()` / `load_state_dict(sd, strict=True)`: the tuned tensors only (saved as `tuner.<name>`).
     - optional `extra_loss()` (e.g. prompt-pool key pull, a scalar Tensor or None) and `merge()` (LoRA).
+    - optional `base_fingerprint`: the backbone fingerprint from before the tuner changed base weights in place
+      (full fine-tuning, merged LoRA); artifacts bind to it instead of the backbone's current fingerprint.
     """
 
     name: ClassVar[str]
@@ -89,6 +93,38 @@ def resolve_layers(layers: Sequence[int] | None, depth: int) -> list[int]:
     if bad := [i for i, r in zip(layers, resolved, strict=True) if not 0 <= r < depth]:
         raise ConfigError(f"Layer indices {bad} are out of range for a backbone of depth {depth}.")
     return resolved
+
+
+def load_named_tensors(
+    targets: Mapping[str, Tensor], state_dict: Mapping[str, Tensor], *, strict: bool = True, owner: str = "tuner"
+) -> _IncompatibleKeys:
+    """Copies `state_dict` values into the same-named `targets` in place (cast to their dtype and device).
+
+    For tuners whose tensors live inside the backbone (LoRA, full fine-tuning). Shape mismatches are always
+    errors; missing/unexpected keys only when `strict`. Returns torch's (missing_keys, unexpected_keys).
+    """
+    missing = [k for k in targets if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in targets]
+    mismatched = [
+        f"{k}: saved {list(v.shape)} vs {owner} {list(targets[k].shape)}"
+        for k, v in state_dict.items()
+        if k in targets and v.shape != targets[k].shape
+    ]
+    if mismatched or (strict and (missing or unexpected)):
+        problems = [f"missing: {k}" for k in missing] if strict else []
+        problems += [f"unexpected: {k}" for k in unexpected] if strict else []
+        problems += [f"shape mismatch: {m}" for m in mismatched]
+        shown = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise ArtifactError(
+            f"The saved state does not fit this {owner}:\n  {shown}",
+            hint="the state was saved with another tuner config or backbone; build the tuner with the config "
+            "it was saved with (artifacts store it as `tuner_config`)",
+        )
+    with torch.no_grad():
+        for key, value in state_dict.items():
+            if key in targets:
+                targets[key].copy_(value.to(device=targets[key].device, dtype=targets[key].dtype))
+    return _IncompatibleKeys(missing, unexpected)
 
 
 def trainable_summary(tuner: Tuner, backbone: MultiViT, head: nn.Module | None = None) -> str:

@@ -1,0 +1,1 @@
+"""Training: the one loop (`fit`), evaluation, optimiser/schedule, resumable sampling, run files."""
