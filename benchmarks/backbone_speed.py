@@ -1,6 +1,6 @@
 """MultiViT (ViT-B) vs timm `vit_base_patch16_224` at the same token count: forward and forward+backward.
 
-    python benchmarks/backbone_speed.py [--rounds 7]
+    python -m benchmarks.backbone_speed [--rounds 7] [--threads 1]
 
 Ours must be no slower (median per-round ratio ≤ 1.05). Writes benchmarks/results/backbone_speed.{md,json}.
 """
@@ -37,7 +37,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     b = args.batch
     ours = MultiViT(MultiViTConfig())  # ViT-B: dim 768, depth 12, 12 heads, rgb+depth+semseg adapters
@@ -68,7 +71,9 @@ def main() -> None:
     lines = [
         "# Backbone speed: MultiViT vs timm ViT-B at equal token count",
         "",
-        f"Command: `python benchmarks/backbone_speed.py --rounds {args.rounds}` (batch {b}, fp32, CPU, SDPA).",
+        f"Command: `python -m benchmarks.backbone_speed --rounds {args.rounds}"
+        + (f" --threads {args.threads}" if args.threads else "")
+        + f"` (batch {b}, fp32, CPU, SDPA).",
         "Median of per-round ratios over interleaved rounds (1 warm-up). Target: ratio ≤ 1.05.",
         "",
         "| input | pass | ours ms | timm ms | ours ÷ timm |",

@@ -15,7 +15,7 @@ from mmpt.backbone import load_backbone
 from mmpt.cli.app import app
 from mmpt.config.load import load_config
 from mmpt.data.synthetic import write_synthetic_nyuv2
-from mmpt.errors import TrainingError
+from mmpt.errors import ConfigError, TrainingError
 from mmpt.testing import make_tiny_checkpoint
 from mmpt.train.inference import evaluate_artifact
 from mmpt.train.loop import fit
@@ -216,3 +216,42 @@ def test_two_process_ddp_evaluation_equals_one_process(assets, tmp_path):
         both = json.loads((tmp_path / f"rank{rank}.json").read_text())
         for key in ("miou", "pixel_accuracy", "mean_accuracy"):
             assert both[key] == pytest.approx(single[key], abs=1e-6), (rank, key)
+
+
+def test_cached_linear_probe_runs_the_backbone_once_per_image_and_learns_the_same(assets, tmp_path, monkeypatch):
+    from mmpt.tuners.linear_probe import LinearProbe
+
+    calls = []
+    real = LinearProbe.extract
+    monkeypatch.setattr(
+        LinearProbe,
+        "extract",
+        lambda self, inputs: calls.append(len(next(iter(inputs.values())))) or real(self, inputs),
+    )
+    common = {"tuner": "{name: linear_probe}", "train.steps": 9, "train.eval_every": 9, "data.batch_size": 4}
+    cached = fit(
+        load_config(
+            "quick/depth_deep_prompt",
+            _overrides(assets, tmp_path / "cached", **common, **{"train.cache_features": "true"}),
+        ),
+        progress=False,
+    )
+    assert sum(calls) == 12  # 9 steps × 4 samples = 3 passes over 12 training images; each image extracted once
+    plain = fit(
+        load_config("quick/depth_deep_prompt", _overrides(assets, tmp_path / "plain", **common)), progress=False
+    )
+    for key in ("delta1", "abs_rel", "rmse"):  # fp16 cache storage: close, not bit-equal
+        assert cached["metrics"]["best"][key] == pytest.approx(plain["metrics"]["best"][key], rel=2e-2, abs=2e-3)
+
+
+def test_cache_features_refuses_augmentation(assets, tmp_path):
+    cfg = load_config(
+        "quick/depth_deep_prompt",
+        _overrides(
+            assets,
+            tmp_path,
+            **{"tuner": "{name: linear_probe}", "train.cache_features": "true", "data.augment": "true"},
+        ),
+    )
+    with pytest.raises(ConfigError, match=r"data\.augment=false"):
+        fit(cfg, progress=False)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from tuner_fixtures import DOMAINS, make_inputs, naive_prompted_block, single_thread, tiny_backbone  # noqa: F401
+from tuner_fixtures import DOMAINS, make_inputs, naive_prompted_block, tiny_backbone
 
 import mmpt.tuners
 from mmpt.errors import ConfigError

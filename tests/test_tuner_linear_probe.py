@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from tuner_fixtures import make_inputs, single_thread, tiny_backbone  # noqa: F401
+from tuner_fixtures import make_inputs, tiny_backbone
 
 import mmpt.tuners
 from mmpt.errors import ConfigError
@@ -98,9 +98,11 @@ def test_a_cache_built_for_another_setup_is_refused(tmp_path):
         _probe(layers=[0]).features([0, 1], make_inputs(), FeatureCache(tmp_path / "features"))
     with pytest.raises(ConfigError, match=r"different setup.*inputs"):
         _probe(layers=[-1]).features([0, 1], make_inputs(("rgb",)), FeatureCache(tmp_path / "features"))
-    other = _probe(layers=[-1])
+    backbone = tiny_backbone()
     with torch.no_grad():
-        other.backbone.global_tokens.add_(1.0)  # another backbone: its fingerprint changes
+        backbone.global_tokens.add_(1.0)  # another backbone: its fingerprint changes
+    other = mmpt.tuners.build("linear_probe", layers=[-1])
+    other.apply(backbone)
     with pytest.raises(ConfigError, match="backbone_fingerprint"):
         other.features([0, 1], make_inputs(), FeatureCache(tmp_path / "features"))
 

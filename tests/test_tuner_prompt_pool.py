@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from tuner_fixtures import DOMAINS, make_inputs, naive_prompted_block, single_thread, tiny_backbone  # noqa: F401
+from tuner_fixtures import DOMAINS, make_inputs, naive_prompted_block, tiny_backbone
 
 import mmpt.tuners
 from mmpt.errors import ConfigError
@@ -78,8 +78,8 @@ def test_queries_are_the_documented_frozen_features():
     inputs, frozen = make_inputs(), tiny_backbone()
     embed_mean, global_query = _pool(), _pool(query="frozen_global")
     # embed_mean is the mean patch projection without bias and positions: linear in the input.
-    projections = [frozen.input_adapters[d].proj for d in inputs]
-    expected = sum(F.conv2d(inputs[d], p.weight, stride=8).sum(dim=(2, 3)) for d, p in zip(inputs, projections))
+    weights = {d: frozen.input_adapters[d].proj.weight for d in inputs}
+    expected = sum(F.conv2d(x, weights[d], stride=8).sum(dim=(2, 3)) for d, x in inputs.items())
     torch.testing.assert_close(embed_mean.query(inputs), expected / 32, rtol=1e-5, atol=1e-6)  # 2 x 16 tokens
     assert torch.equal(global_query.query(inputs), frozen(inputs)[:, -1])
     assert not embed_mean.query(inputs).requires_grad

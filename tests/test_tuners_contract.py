@@ -13,7 +13,7 @@ import json
 import pytest
 import torch
 from torch import nn
-from tuner_fixtures import DOMAINS, make_inputs, single_thread, tiny_backbone  # noqa: F401  (autouse fixture)
+from tuner_fixtures import DOMAINS, make_inputs, tiny_backbone
 
 import mmpt.tuners
 from mmpt.errors import ConfigError

@@ -6,7 +6,6 @@ import functools
 import tempfile
 from pathlib import Path
 
-import pytest
 import torch
 from torch import Tensor
 
@@ -41,12 +40,3 @@ def naive_prompted_block(block: torch.nn.Module, x: Tensor, prompts: Tensor) -> 
     if prompts.dim() == 2:
         prompts = prompts.expand(x.shape[0], -1, -1)  # (B, P, D)
     return block(torch.cat([x, prompts], dim=1))[:, : x.shape[1]]  # (B, N, D)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models run fastest on one thread (on a shared 2-core machine, two threads mostly wait)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

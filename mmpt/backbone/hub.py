@@ -30,7 +30,7 @@ class BackboneSpec:
 
     @property
     def filename(self) -> str:
-        return Path(urllib.parse.urlparse(self.url).path).name
+        return Path(urllib.parse.urlparse(self.url.removeprefix(PACKAGED)).path).name
 
 
 BACKBONES: Registry[BackboneSpec] = Registry("backbone")
@@ -53,6 +53,16 @@ for _spec in (
     BACKBONES.add(_spec.name, _spec)
 
 
+PACKAGED = "package:"  # a spec URL with this prefix names a file shipped inside mmpt (mmpt/assets/)
+
+
+def packaged_file(filename: str) -> Path:
+    """Path of a backbone file shipped in the package (`mmpt/assets/<filename>`)."""
+    from importlib.resources import files
+
+    return Path(str(files("mmpt") / "assets" / filename))
+
+
 def hash_from_filename(name: str) -> str | None:
     """The sha256 prefix a release file name carries (`...-afff3f8c.pth` → 'afff3f8c'), if any."""
     match = _HASH_IN_NAME.search(name)
@@ -73,6 +83,14 @@ def resolve_source(source: str | Path) -> tuple[Path, BackboneSpec | None]:
         return path, None
     if text in BACKBONES:
         spec = BACKBONES.get(text)
+        if spec.url.startswith(PACKAGED):
+            path = packaged_file(spec.url.removeprefix(PACKAGED))
+            if not path.exists():
+                raise CheckpointError(
+                    f"The shipped backbone {spec.name} is missing from the installation ({path}).",
+                    hint="reinstall mmpt (pip install --force-reinstall mmpt) or pass a checkpoint path",
+                )
+            return path, spec
         return _fetch(spec.url, spec.filename, sha256=spec.sha256, size=spec.size, label=spec.name), spec
     if path.suffix in (".pth", ".pt", ".safetensors") or "/" in text:
         raise CheckpointError(f"Checkpoint file {path} does not exist.", hint="check the path")

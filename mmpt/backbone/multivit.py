@@ -128,7 +128,6 @@ class MultiViT(nn.Module):
         self.init_weights()
         # The frozen base tensors an artifact binds to, captured before any tuner injects its own.
         self._base_tensors: dict[str, Tensor] = dict(self.state_dict(keep_vars=True))
-        self._fingerprint_cache: tuple[tuple, str] | None = None
 
     # ---- construction -------------------------------------------------------------------------
     def init_weights(self) -> None:
@@ -264,16 +263,14 @@ class MultiViT(nn.Module):
         """sha256 over the head count, the sorted `name:shape:dtype` list and the bytes of the base tensors.
 
         What an artifact binds to (the head count changes the computation but is stored in no tensor).
-        Cached until a base tensor is modified in place or replaced.
+        Recomputed on every access (about 1 s for ViT-B): writes through `.data` (as peft's merge does) leave
+        no trace a cache could check, so callers that need it often keep the value.
         """
         items = sorted(self._base_tensors.items())
-        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for _, t in items)
-        if self._fingerprint_cache is None or self._fingerprint_cache[0] != key:
-            digest = hashlib.sha256(f"num_heads:{self.config.num_heads}\n".encode())  # not in the tensors
-            for name, tensor in items:
-                digest.update(f"{name}:{list(tensor.shape)}:{str(tensor.dtype).removeprefix('torch.')}\n".encode())
-            for _, tensor in items:
-                data = tensor.detach().to("cpu").contiguous()
-                digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
-            self._fingerprint_cache = (key, digest.hexdigest())
-        return self._fingerprint_cache[1]
+        digest = hashlib.sha256(f"num_heads:{self.config.num_heads}\n".encode())
+        for name, tensor in items:
+            digest.update(f"{name}:{list(tensor.shape)}:{str(tensor.dtype).removeprefix('torch.')}\n".encode())
+        for _, tensor in items:
+            data = tensor.detach().to("cpu").contiguous()
+            digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+        return digest.hexdigest()

@@ -63,8 +63,24 @@ def build_run(cfg: RunConfig, *, device: torch.device | str = "cpu") -> Run:
         )
     head_cfg.update(fixed)
     head = build_head(head_name, **head_cfg)
-    model = TunedModel(backbone, tuner, head, cfg.data.inputs).to(device)
+    model = TunedModel(backbone, tuner, head, cfg.data.inputs, feature_cache=_feature_cache(cfg, tuner)).to(device)
     return Run(backbone=backbone, tuner=tuner, head=head, task=task, model=model, loss_fn=loss_fn)
+
+
+def _feature_cache(cfg: RunConfig, tuner):
+    """An in-memory FeatureCache when `train.cache_features` is on (linear_probe, no augmentation only)."""
+    if not cfg.train.cache_features:
+        return None
+    if tuner.name != "linear_probe" or cfg.data.augment:
+        raise ConfigError(
+            f"train.cache_features=true needs tuner linear_probe and data.augment=false (got tuner "
+            f"{tuner.name}, augment {cfg.data.augment}): cached features are only valid for a frozen backbone "
+            "and inputs that never change.",
+            hint="set data.augment=false, or train.cache_features=false",
+        )
+    from mmpt.tuners.linear_probe import FeatureCache
+
+    return FeatureCache()
 
 
 def _dataset(cfg: RunConfig, task, split: str, train: bool):

@@ -9,6 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from mmpt.backbone.multivit import MultiViT
+from mmpt.errors import ConfigError
+from mmpt.tuners.base import resolve_layers
 
 
 def standardize_depth(depth: Tensor, valid: Tensor) -> Tensor:
@@ -53,13 +55,29 @@ class TunedModel(nn.Module):
         inputs: input domains fed to the backbone, in token order.
     """
 
-    def __init__(self, backbone: MultiViT, tuner: nn.Module, head: nn.Module, inputs: Sequence[str]) -> None:
+    def __init__(
+        self, backbone: MultiViT, tuner: nn.Module, head: nn.Module, inputs: Sequence[str], feature_cache=None
+    ) -> None:
         super().__init__()
         self.backbone, self.tuner, self.head, self.inputs = backbone, tuner, head, list(inputs)
+        self.feature_cache = feature_cache  # linear_probe only: frozen features per training sample name
+        if feature_cache is not None:
+            tuner_layers = resolve_layers(tuner.config.layers, backbone.depth)
+            wanted = resolve_layers(head.layers, backbone.depth)
+            if missing := [i for i in wanted if i not in tuner_layers]:
+                raise ConfigError(
+                    f"The head reads blocks {missing} that the linear_probe does not cache (layers={tuner_layers}).",
+                    hint="set tuner.layers to include the head's layers",
+                )
+            self._cached_positions = [tuner_layers.index(i) for i in wanted]
 
     def forward(self, batch: Mapping[str, Any]) -> Tensor:
         inputs = model_inputs(batch, self.inputs)
-        tokens = self.tuner(inputs, layers=self.head.layers)  # list of (B, N + G, D)
+        if self.feature_cache is not None and self.training:  # the backbone runs once per image for the run
+            cached = self.tuner.features(batch["name"], inputs, self.feature_cache)
+            tokens = [cached[i] for i in self._cached_positions]
+        else:
+            tokens = self.tuner(inputs, layers=self.head.layers)  # list of (B, N + G, D)
         return self.head(tokens, self.backbone.token_layout(inputs))  # (B, C, H, W)
 
     def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:

@@ -83,6 +83,7 @@ class LinearProbe(nn.Module):
         self.layer_ids = resolve_layers(self.config.layers, backbone.depth)
         backbone.freeze()
         self.backbone = backbone
+        self._fingerprint = backbone.fingerprint  # a linear probe never changes the backbone
         return self
 
     def forward(self, inputs: Mapping[str, Tensor], layers: Sequence[int] | None = None) -> list[Tensor]:
@@ -126,7 +127,7 @@ class LinearProbe(nn.Module):
         """What cached features depend on: the backbone's fingerprint, the layers and the per-sample input shapes."""
         shapes = ",".join(f"{d}:{'x'.join(map(str, x.shape[1:]))}" for d, x in inputs.items())
         return {
-            "backbone_fingerprint": self._backbone().fingerprint,
+            "backbone_fingerprint": self._fingerprint,
             "layers": json.dumps(self.layer_ids),
             "inputs": shapes,
         }

@@ -86,7 +86,7 @@ def block_with_prefix(block: Block, x: Tensor, prompts: Tensor, gate: Tensor | N
         logits_p = q_scaled @ k_p.transpose(-2, -1)  # (B, H, N, P)
         out_p = logits_p.softmax(dim=-1) @ v_p  # (B, H, N, hd)
         # Z_o needs the (B, H, N, N) logits once more (SDPA does not return its normaliser with a gradient):
-        # the gated path costs ~7% more time and ~40% more saved activations than the plain one.
+        # at ViT-B rgb 224 the gated step takes ~1.06-1.10x the plain one and saves 1.7x the activations.
         log_z_o = torch.logsumexp(q_scaled @ k.transpose(-2, -1), dim=-1, keepdim=True)  # (B, H, N, 1)
         log_ratio = torch.logsumexp(logits_p, dim=-1, keepdim=True) - log_z_o  # log(Z_p / Z_o)
         weighted = gate * log_ratio.clamp(max=_MAX_LOG_RATIO).exp()  # g·r

@@ -9,14 +9,18 @@ concatenated (k·Lp tokens). Selection is per sample in train and eval: there is
 key-pull loss `extra_loss() = λ·mean_b Σ_selected (1 − cos(q_b, key))` (L2P's surrogate, written so that it
 is >= 0); top-k itself passes no gradient.
 
-Query (`query`):
-- `embed_mean` (default): the mean of the input tokens from `backbone.embed` (patch projections + positions),
-  which the forward computes anyway, so it is free. benchmarks/results/tuner_speed_prompts.md measures it
-  against `frozen_global` (ViT-B, rgb 224, batch 2, CPU): step 1.03× the fwd+bwd floor vs 1.59× (the second,
-  no-grad forward), with queries that separate the 18 real NYUv2 frames about as well as the random-weight
-  frozen model's (the numbers are in the results file; random weights, so re-check on a real checkpoint).
-- `frozen_global`: L2P's choice, the frozen model's last-block global token. It costs one more frozen
-  forward per step unless the caller caches it.
+Query (`query`), measured in benchmarks/results/tuner_speed_prompts.md (ViT-B, rgb 224, batch 2, CPU):
+- `embed_mean` (default): the mean of the input tokens from `backbone.embed` minus their input-independent
+  part (patch-projection biases + mean position embedding: the embedding of an all-zero input), i.e. the
+  mean patch projection. Free: the forward embeds anyway; a step is 1.14× the fwd+bwd floor (the 25 prompt
+  tokens), inference 1.14× the frozen forward. Without the subtraction, that shared offset dominates: on 18
+  real NYUv2 frames (random-weight ViT-B) the queries' mean pairwise cosine is 0.88 and L2P's random keys
+  (M=10, k=5) give 3.9 distinct top-5 sets; with it, 0.23 and 10.8 sets (usage entropy 0.95).
+- `frozen_global`: L2P's choice, the frozen model's last-block global token: one more frozen forward per
+  step (step 1.42× embed_mean's, inference 2.14× the frozen forward); on the same frames cosine 0.86, 5.8
+  sets, entropy 0.81. Random weights say nothing about semantics: with a real checkpoint this query may
+  route by scene content where embed_mean routes by colour and texture statistics; re-measure with
+  `benchmarks/tuner_speed_prompts.py --checkpoint` before choosing it for its cost.
 
 Insertion (`insert`):
 - `shallow` (L2P): the k·Lp selected tokens enter before block 0 and are carried through every block
