@@ -78,7 +78,7 @@ def run_demo(
     train: int = 200,
     test: int = 50,
     image_size: int = 128,
-    steps: int = 150,
+    steps: int = 300,
     batch_size: int = 16,
     progress: bool = True,
 ) -> list[DemoRow]:

@@ -259,3 +259,12 @@ def test_inspect_errors_are_clean_panels_with_exit_codes(tmp_path):
     assert result.exit_code == 1 and "does not exist" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(app, ["inspect", "multimae-c"], env=wide)
     assert result.exit_code == 2 and "Did you mean 'multimae-b'" in result.output
+
+
+def test_the_shipped_pretrained_backbone_loads_and_verifies():
+    model = load_backbone("multimae-tiny-synth")
+    assert model.source_name == "multimae-tiny-synth" and model.load_report.sha256.startswith("ca92fc4a")
+    assert (model.config.dim, model.config.depth, model.config.num_heads, model.config.patch_size) == (192, 12, 3, 16)
+    assert model.config.domains["semseg"].num_classes == 41
+    out = model({"rgb": torch.randn(1, 3, 128, 160), "depth": torch.randn(1, 1, 128, 160)})
+    assert out.shape == (1, 2 * 80 + 1, 192) and torch.isfinite(out).all()

@@ -12,6 +12,7 @@ from mmpt.errors import CheckpointError, DownloadError, IntegrityError
 from mmpt.registry import Registry
 
 _RELEASE = "https://github.com/EPFL-VILAB/MultiMAE/releases/download/pretrained-weights/"
+PACKAGED = "package:"  # a spec URL with this prefix names a file shipped inside mmpt (mmpt/assets/)
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.(?:pth|pt|safetensors)$")
 
 
@@ -49,11 +50,18 @@ for _spec in (
         sha256="c477195b",
         description="MAE ViT-B, RGB, 1600 epochs, in MultiViT format (official release)",
     ),
+    BackboneSpec(
+        "multimae-tiny-synth",
+        PACKAGED + "multimae-tiny-synth.safetensors",
+        sha256="ca92fc4ac4ddf0964ede97f9ea2f1adf6237a67840fcbe46d28fbfec09c9479c",
+        size=11_558_016,
+        domains=("rgb", "depth", "semseg"),
+        description="MultiMAE ViT-Ti (dim 192, 12 blocks, 3 heads, patch 16, 128 px) pretrained by mmpt on "
+        "synthetic NYUv2-format scenes (recipe pretrain/multimae_tiny_synth); shipped in the package, fp16",
+        license="Apache-2.0",
+    ),
 ):
     BACKBONES.add(_spec.name, _spec)
-
-
-PACKAGED = "package:"  # a spec URL with this prefix names a file shipped inside mmpt (mmpt/assets/)
 
 
 def packaged_file(filename: str) -> Path:

@@ -11,7 +11,7 @@ def demo(
     out: Path = typer.Option(Path("mmpt-demo"), "--out", help="folder for data, runs, artifacts and pictures"),
     backbone: str = typer.Option("multimae-tiny-synth", "--backbone", help="backbone to tune (name or file)"),
     num_heads: int = typer.Option(None, "--num-heads", help="backbone heads if not stored in the checkpoint"),
-    steps: int = typer.Option(150, "--steps", help="optimizer steps per tuner"),
+    steps: int = typer.Option(300, "--steps", help="optimizer steps per tuner"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
 ) -> None:
     """Tune deep prompts and a linear probe for depth on synthetic scenes, offline, in a few minutes.
@@ -29,16 +29,12 @@ def demo(
     console = Console()
     rows = run_demo(out, backbone=backbone, num_heads=num_heads, steps=steps, progress=not no_progress)
     table = Table(title=f"Depth on synthetic NYUv2-format scenes ({backbone}, {steps} steps each)")
-    for column in ("tuner", "δ1 ↑", "abs_rel ↓", "rmse (m) ↓", "trainable (tuner + head)", "artifact", "time"):
-        table.add_column(column, justify="left" if column == "tuner" else "right")
+    for column in ("tuner", "δ1 ↑", "abs_rel ↓", "rmse m ↓", "tuner params", "head params", "artifact", "time"):
+        table.add_column(column, justify="left" if column == "tuner" else "right", no_wrap=True)
     for r in rows:
         table.add_row(
-            r.tuner,
-            f"{r.metrics['delta1']:.3f}",
-            f"{r.metrics['abs_rel']:.3f}",
-            f"{r.metrics['rmse']:.3f}",
-            f"{r.trainable['tuner']:,} + {r.trainable['head']:,}",
-            f"{r.artifact_bytes / 1024:.0f} KiB",
+            r.tuner, f"{r.metrics['delta1']:.3f}", f"{r.metrics['abs_rel']:.3f}", f"{r.metrics['rmse']:.3f}",
+            f"{r.trainable['tuner']:,}", f"{r.trainable['head']:,}", f"{r.artifact_bytes / 1024:.0f} KiB",
             f"{r.train_time_s:.0f} s",
         )
     console.print(table)

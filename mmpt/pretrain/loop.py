@@ -30,7 +30,7 @@ from mmpt.pretrain.model import DecoderConfig, MultiMAE
 from mmpt.train.build import progress_bar, to_device
 from mmpt.train.loop import TrainerState, list_checkpoints, save_checkpoint
 from mmpt.train.optim import lr_factor
-from mmpt.train.sampling import ResumableSampler, SeededSamples
+from mmpt.train.sampling import resumable_loader
 from mmpt.train.tracking import RunLog, environment, write_json_atomic
 
 _CHANNELS = {"rgb": 3, "depth": 1}
@@ -93,23 +93,13 @@ def _loader(cfg: PretrainConfig, accelerator, *, start: int) -> DataLoader:
         hflip=cfg.data.hflip,
         max_samples=cfg.data.max_samples,
     )
-    sampler = ResumableSampler(
-        len(dataset),
-        seed=cfg.train.seed,
-        rank=accelerator.process_index,
-        world_size=accelerator.num_processes,
-        start=start,
-    )
-    # An own generator for the workers' base seed, so creating the iterator does not draw from the global RNG
-    # (which Accelerate restores on resume and stochastic depth consumes).
-    return DataLoader(
-        SeededSamples(dataset),
+    return resumable_loader(
+        dataset,
         batch_size=cfg.data.batch_size,
-        sampler=sampler,
         num_workers=cfg.data.num_workers,
-        drop_last=True,
-        persistent_workers=cfg.data.num_workers > 0,
-        generator=torch.Generator().manual_seed(0),
+        seed=cfg.train.seed,
+        accelerator=accelerator,
+        start=start,
     )
 
 

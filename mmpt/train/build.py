@@ -14,7 +14,7 @@ from mmpt.backbone import MultiViT, load_backbone
 from mmpt.config.schema import RunConfig
 from mmpt.errors import ConfigError
 from mmpt.train.model import TunedModel
-from mmpt.train.sampling import ResumableSampler, SeededSamples
+from mmpt.train.sampling import resumable_loader
 
 _DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
@@ -113,22 +113,14 @@ def _collate(samples: list[dict]) -> dict[str, Any]:
 def train_loader(cfg: RunConfig, run: Run, accelerator, *, start: int) -> DataLoader:
     """Endless, deterministic, resumable training batches (see `mmpt.train.sampling`)."""
     dataset = _dataset(cfg, run.task, cfg.data.train_split, train=True)
-    sampler = ResumableSampler(
-        len(dataset),
-        seed=cfg.train.seed,
-        rank=accelerator.process_index,
-        world_size=accelerator.num_processes,
-        start=start,
-    )
-    return DataLoader(
-        SeededSamples(dataset),
+    return resumable_loader(
+        dataset,
         batch_size=cfg.data.batch_size,
-        sampler=sampler,
         num_workers=cfg.data.num_workers,
+        seed=cfg.train.seed,
+        accelerator=accelerator,
+        start=start,
         collate_fn=_collate,
-        drop_last=True,
-        persistent_workers=cfg.data.num_workers > 0,
-        generator=torch.Generator(),  # else creating the iterator draws from the global RNG (breaks exact resume)
     )
 
 

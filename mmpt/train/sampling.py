@@ -9,11 +9,11 @@ DataLoader is used as is, without accelerate re-wrapping its sampler.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 def _mix(*values: int) -> int:
@@ -86,3 +86,31 @@ class SeededSamples(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.dataset[index]
+
+
+def resumable_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    num_workers: int,
+    seed: int,
+    accelerator,
+    start: int,
+    collate_fn: Callable | None = None,
+) -> DataLoader:
+    """Endless, deterministic batches of this process's share, starting after `start` consumed samples."""
+    sampler = ResumableSampler(
+        len(dataset), seed=seed, rank=accelerator.process_index, world_size=accelerator.num_processes, start=start
+    )
+    return DataLoader(
+        SeededSamples(dataset),
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        drop_last=True,
+        persistent_workers=num_workers > 0,
+        # An own generator for the workers' base seed: creating the iterator must not draw from the global RNG,
+        # which Accelerate restores on resume and dropout/stochastic depth consume.
+        generator=torch.Generator().manual_seed(0),
+    )

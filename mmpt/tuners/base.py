@@ -127,6 +127,16 @@ def load_named_tensors(
     return _IncompatibleKeys(missing, unexpected)
 
 
+def tokens_at(backbone: MultiViT, inputs: Mapping[str, Tensor], layers: Sequence[int] | None) -> list[Tensor]:
+    """The backbone's tokens (B, N + G, D) after each requested block (default: the last), keeping only the
+    outputs asked for."""
+    wanted = resolve_layers(layers, backbone.depth)
+    if wanted == [backbone.depth - 1]:
+        return [backbone(inputs)]
+    outputs = backbone(inputs, return_all_layers=True)
+    return [outputs[i] for i in wanted]
+
+
 def trainable_summary(tuner: Tuner, backbone: MultiViT, head: nn.Module | None = None) -> str:
     """peft's line: `trainable params: X || all params: Y || trainable%: Z` (head included when given)."""
     base = backbone.base_state_dict()

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from mmpt.backbone.multivit import MultiViT
 from mmpt.errors import ConfigError
-from mmpt.tuners.base import TunerConfig, load_named_tensors, register, resolve_layers
+from mmpt.tuners.base import TunerConfig, load_named_tensors, register, tokens_at
 
 FIXED_SUFFIX = ".pos_emb"  # fixed sin-cos tables: never trained
 
@@ -90,12 +90,7 @@ class FullTuner(nn.Module):
 
     def forward(self, inputs: Mapping[str, Tensor] | Tensor, layers: Sequence[int] | None = None) -> list[Tensor]:
         """The backbone's tokens (B, N + G, D) after each requested block (default: the last)."""
-        backbone = self._backbone()
-        wanted = resolve_layers(layers, backbone.depth)
-        if wanted == [backbone.depth - 1]:
-            return [backbone(inputs)]
-        outputs = backbone(inputs, return_all_layers=True)
-        return [outputs[i] for i in wanted]
+        return tokens_at(self._backbone(), inputs, layers)
 
     def trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
         """Every backbone weight except the fixed position tables (and `frozen` prefixes)."""

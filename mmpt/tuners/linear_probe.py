@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from mmpt.backbone.multivit import MultiViT
 from mmpt.errors import ConfigError
-from mmpt.tuners.base import TunerConfig, load_named_tensors, register, resolve_layers
+from mmpt.tuners.base import TunerConfig, load_named_tensors, register, resolve_layers, tokens_at
 from mmpt.tuners.deep_prompt import check_layer_list
 
 CACHE_VERSION = "1"
@@ -88,13 +88,8 @@ class LinearProbe(nn.Module):
 
     def forward(self, inputs: Mapping[str, Tensor], layers: Sequence[int] | None = None) -> list[Tensor]:
         """Frozen tokens at `layers` (default `config.layers`), each (B, N + G, D), computed without a graph."""
-        backbone = self._backbone()
-        wanted = self.layer_ids if layers is None else resolve_layers(layers, backbone.depth)
         with torch.no_grad():
-            if wanted == [backbone.depth - 1]:
-                return [backbone(inputs)]
-            outputs = backbone(inputs, return_all_layers=True)
-            return [outputs[i] for i in wanted]
+            return tokens_at(self._backbone(), inputs, self.layer_ids if layers is None else layers)
 
     def extract(self, inputs: Mapping[str, Tensor]) -> list[Tensor]:
         """The features that `features` caches: tokens at `config.layers`, each (B, N + G, D)."""

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from mmpt.backbone.multivit import MultiViT
 from mmpt.errors import ConfigError
-from mmpt.tuners.base import TunerConfig, load_named_tensors, register, resolve_layers
+from mmpt.tuners.base import TunerConfig, load_named_tensors, register, resolve_layers, tokens_at
 
 # Short target name -> the module path inside a block (official names; `proj` alone would also match the
 # input adapters' patch-embedding convs, so targets are always qualified).
@@ -140,12 +140,7 @@ class LoraTuner(nn.Module):
     # ---- running ------------------------------------------------------------------------------
     def forward(self, inputs: Mapping[str, Tensor] | Tensor, layers: Sequence[int] | None = None) -> list[Tensor]:
         """The adapted backbone's tokens (B, N + G, D) after each requested block (default: the last)."""
-        backbone = self._backbone()
-        wanted = resolve_layers(layers, backbone.depth)
-        if wanted == [backbone.depth - 1]:
-            return [backbone(inputs)]
-        outputs = backbone(inputs, return_all_layers=True)
-        return [outputs[i] for i in wanted]
+        return tokens_at(self._backbone(), inputs, layers)
 
     # ---- parameters and state -----------------------------------------------------------------
     def _named_lora(self) -> Iterator[tuple[str, nn.Parameter]]:
