@@ -3,7 +3,7 @@
     python -m benchmarks.pretraining_matters [--steps 200] [--out runs/pretraining_matters]
 
 Deep prompts and a linear probe (linear head) for depth (δ1) and semseg (mIoU) on a synthetic set rendered
-with another seed than the pretraining scenes. Writes benchmarks/results/pretraining_matters.{md,json}.
+with another seed than the pretraining scenes. Writes benchmarks/results/pretraining_matters_steps<N>.{md,json}.
 """
 
 from __future__ import annotations
@@ -101,8 +101,9 @@ def main() -> None:
             lines.append(f"| {task} | {tuner} | {metric} | {a:.3f} | {b:.3f} | {a - b:+.3f} |")
     lines += ["", "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()), ""]
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "pretraining_matters.md").write_text("\n".join(lines))
-    (RESULTS / "pretraining_matters.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
+    name = f"pretraining_matters_steps{args.steps}"
+    (RESULTS / f"{name}.md").write_text("\n".join(lines))
+    (RESULTS / f"{name}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
     print("\n".join(lines))
 
 

@@ -255,3 +255,10 @@ def test_cache_features_refuses_augmentation(assets, tmp_path):
     )
     with pytest.raises(ConfigError, match=r"data\.augment=false"):
         fit(cfg, progress=False)
+
+
+def test_sgd_with_accumulation_also_learns(assets, tmp_path):
+    overrides = _overrides(assets, tmp_path, **{"train.optimizer": "sgd", "train.lr": 0.05, "train.grad_accum": 2})
+    fit(load_config("quick/depth_deep_prompt", overrides), progress=False)
+    evals = [r["eval_loss"] for r in _lines(tmp_path / "metrics.jsonl") if "eval_loss" in r]
+    assert len(evals) == 2 and evals[1] < evals[0]

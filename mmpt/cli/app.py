@@ -6,7 +6,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from mmpt.cli import data, demo, inspect_cmd, pretrain, recipes, tune
+from mmpt.cli import data, demo, env, inspect_cmd, pretrain, recipes, tune
 from mmpt.errors import MmptError
 
 
@@ -46,6 +46,7 @@ app.command("tune")(tune.tune)
 app.command("eval")(tune.eval_)
 app.command("predict")(tune.predict)
 app.command("inspect")(inspect_cmd.inspect)
+app.command("env")(env.env)
 app.command("pretrain")(pretrain.pretrain)
 app.add_typer(data.app, name="data")
 app.add_typer(recipes.app, name="recipes")

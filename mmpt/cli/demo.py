@@ -33,8 +33,13 @@ def demo(
         table.add_column(column, justify="left" if column == "tuner" else "right", no_wrap=True)
     for r in rows:
         table.add_row(
-            r.tuner, f"{r.metrics['delta1']:.3f}", f"{r.metrics['abs_rel']:.3f}", f"{r.metrics['rmse']:.3f}",
-            f"{r.trainable['tuner']:,}", f"{r.trainable['head']:,}", f"{r.artifact_bytes / 1024:.0f} KiB",
+            r.tuner,
+            f"{r.metrics['delta1']:.3f}",
+            f"{r.metrics['abs_rel']:.3f}",
+            f"{r.metrics['rmse']:.3f}",
+            f"{r.trainable['tuner']:,}",
+            f"{r.trainable['head']:,}",
+            f"{r.artifact_bytes / 1024:.0f} KiB",
             f"{r.train_time_s:.0f} s",
         )
     console.print(table)
