@@ -1,4 +1,4 @@
-"""Helpers for the data tests: tiny raw NYUv2 `.mat` files, tiny prepared trees, a loopback HTTP server.
+"""Helpers for the data tests: tiny raw NYUv2 `.mat` files and tiny prepared trees.
 
 The raw files mimic the official ones: `nyu_depth_v2_labeled.mat` is HDF5 (MATLAB v7.3, with the 512-byte
 user block MATLAB writes) holding `images` uint8 (N, 3, W, H), `depths` float32 (N, W, H) and `labels`
@@ -8,16 +8,13 @@ uint16 (N, W, H) — MATLAB's axis order reversed, as h5py shows the real file; 
 
 from __future__ import annotations
 
-import http.server
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 import scipy.io
+from loopback import loopback_server  # noqa: F401  (the data tests import it from here)
 
 from mmpt.data.layout import write_sample
 
@@ -119,49 +116,3 @@ def write_tree(root: Path, samples: dict[str, list[int]], *, height: int = 24, w
                 depth_m=depth,
                 labels40=rng.integers(0, 41, (height, width)),
             )
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    """Serves `server.files` with HTTP Range support; cuts the first answer for names in `server.truncate`."""
-
-    def do_GET(self) -> None:
-        server = self.server
-        name = self.path.lstrip("/")
-        server.requests.append((name, self.headers.get("Range")))
-        if name not in server.files:
-            self.send_error(404)
-            return
-        body = server.files[name]
-        start = 0
-        if (header := self.headers.get("Range")) and header.startswith("bytes="):
-            start = int(header[len("bytes=") :].split("-")[0])
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(body) - start))
-        self.end_headers()
-        if name in server.truncate:
-            server.truncate.discard(name)
-            self.wfile.write(body[start : start + (len(body) - start) // 2])  # then hang up mid-body
-            self.close_connection = True
-            return
-        self.wfile.write(body[start:])
-
-    def log_message(self, format: str, *args: object) -> None:  # keep test output clean
-        pass
-
-
-@contextmanager
-def loopback_server(files: dict[str, bytes], *, truncate: set[str] = frozenset()) -> Iterator:
-    """An HTTP server on 127.0.0.1 (random port) in a thread; yields it (`.url`, `.requests`)."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.files, server.truncate, server.requests = files, set(truncate), []
-    server.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()

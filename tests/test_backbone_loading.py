@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import pickle
 
 import pytest
 import torch
+from loopback import closed_port_url, loopback_server
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
@@ -17,7 +19,6 @@ from mmpt.backbone import BACKBONES, BackboneSpec, save_safetensors
 from mmpt.cli.app import app
 from mmpt.download import sha256_file
 from mmpt.testing import make_tiny_checkpoint
-from tests.loopback import closed_port_url, serve_directory
 
 
 @pytest.fixture
@@ -169,14 +170,11 @@ def test_fingerprint_changes_when_one_weight_changes(tiny):
 @pytest.fixture
 def served(tmp_path, monkeypatch):
     monkeypatch.setenv("MMPT_CACHE", str(tmp_path / "cache"))
-    root = tmp_path / "www"
-    root.mkdir()
-    make_tiny_checkpoint(root / "tmp.pth", seed=1)
-    digest = sha256_file(root / "tmp.pth")
+    data = make_tiny_checkpoint(tmp_path / "tmp.pth", seed=1).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
     name = f"multimae-tiny_multivit-{digest[:8]}.pth"
-    (root / "tmp.pth").rename(root / name)
-    with serve_directory(root) as url:
-        yield url, name, digest
+    with loopback_server({name: data}) as server:
+        yield server.url, name, digest
 
 
 def _register(monkeypatch, spec):
