@@ -27,15 +27,6 @@ DIM = 32
 METADATA = artifact_format.REQUIRED_FIELDS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: OpenMP fork/join costs more than the math, badly so on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     return make_tiny_checkpoint(tmp_path_factory.mktemp("art") / "tiny.pth", dim=DIM, depth=2, num_heads=4)

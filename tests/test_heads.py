@@ -15,15 +15,6 @@ from mmpt.testing import make_tiny_checkpoint
 DIM, PATCH = 32, 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: OpenMP fork/join costs more than the math, badly so on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory):
     path = make_tiny_checkpoint(tmp_path_factory.mktemp("heads") / "tiny.pth", dim=DIM, depth=2, num_heads=4)

@@ -17,15 +17,6 @@ from mmpt.tuners import build
 DIM, DEPTH = 32, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: OpenMP fork/join costs more than the math, badly so on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     return make_tiny_checkpoint(tmp_path_factory.mktemp("lora") / "tiny.pth", dim=DIM, depth=DEPTH, num_heads=4)
