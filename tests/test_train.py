@@ -262,3 +262,17 @@ def test_sgd_with_accumulation_also_learns(assets, tmp_path):
     fit(load_config("quick/depth_deep_prompt", overrides), progress=False)
     evals = [r["eval_loss"] for r in _lines(tmp_path / "metrics.jsonl") if "eval_loss" in r]
     assert len(evals) == 2 and evals[1] < evals[0]
+
+
+def test_the_dpt_head_follows_the_backbone_depth(assets, tmp_path):
+    results = fit(
+        load_config(
+            "quick/depth_deep_prompt",
+            _overrides(assets, tmp_path, **{"head": "dpt", "train.steps": 2, "train.eval_every": 2}),
+        ),
+        progress=False,
+    )
+    assert results["train_info"]["trainable_params"]["head"] > 0
+    from mmpt.artifacts import read_metadata
+
+    assert read_metadata(tmp_path / "depth_deep_prompt.safetensors")["head_config"]["depth"] == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ class Run:
 
 def build_run(cfg: RunConfig, *, device: torch.device | str = "cpu") -> Run:
     """Loads the backbone for the run's inputs and size, applies the tuner, builds head and task."""
-    from mmpt.heads import build_head
+    from mmpt.heads import HEADS, build_head
     from mmpt.tasks import build_task
     from mmpt.tuners import build
 
@@ -55,7 +56,14 @@ def build_run(cfg: RunConfig, *, device: torch.device | str = "cpu") -> Run:
     tuner.apply(backbone)
     head_cfg = dict(cfg.head)
     head_name = head_cfg.pop("name")
-    fixed = {"dim": backbone.dim, "patch_size": backbone.patch_size, "out_channels": task.out_channels}
+    fields = {f.name for f in dataclasses.fields(HEADS.get(head_name).config_class)}
+    fixed = {
+        "dim": backbone.dim,
+        "patch_size": backbone.patch_size,
+        "out_channels": task.out_channels,
+        "depth": backbone.depth,
+    }
+    fixed = {k: v for k, v in fixed.items() if k in fields}  # what the head's shape follows from
     if clashes := [f"head.{k}={head_cfg[k]} (must be {v})" for k, v in fixed.items() if head_cfg.get(k, v) != v]:
         raise ConfigError(
             f"{', '.join(clashes)}: these head settings follow from the backbone and the task.",
