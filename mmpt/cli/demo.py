@@ -28,9 +28,10 @@ def demo(
 
     console = Console()
     rows = run_demo(out, backbone=backbone, num_heads=num_heads, steps=steps, progress=not no_progress)
-    table = Table(title=f"Depth on synthetic NYUv2-format scenes ({backbone}, {steps} steps each)")
-    for column in ("tuner", "δ1 ↑", "abs_rel ↓", "rmse m ↓", "tuner params", "head params", "artifact", "time"):
-        table.add_column(column, justify="left" if column == "tuner" else "right", no_wrap=True)
+    head = rows[0].trainable["head"]
+    table = Table(title=f"Depth, synthetic scenes, {backbone}, {steps} steps, linear head ({head:,} params)")
+    for column in ("tuner", "δ1 ↑", "abs_rel ↓", "rmse m ↓", "tuner params", "artifact", "time"):
+        table.add_column(column, justify="left" if column == "tuner" else "right")
     for r in rows:
         table.add_row(
             r.tuner,
@@ -38,7 +39,6 @@ def demo(
             f"{r.metrics['abs_rel']:.3f}",
             f"{r.metrics['rmse']:.3f}",
             f"{r.trainable['tuner']:,}",
-            f"{r.trainable['head']:,}",
             f"{r.artifact_bytes / 1024:.0f} KiB",
             f"{r.train_time_s:.0f} s",
         )
