@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from mmpt.errors import ConfigError
 
@@ -37,6 +39,16 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def register_class(self, name: str) -> Callable[[T], T]:
+        """Class decorator: registers a component class under `name` and sets its `name` attribute."""
+
+        def decorator(cls: T) -> T:
+            cls.name = name
+            self.add(name, cls)
+            return cls
+
+        return decorator
+
     def add(self, name: str, obj: T) -> None:
         if name in self._items:
             raise ValueError(f"{self.kind} '{name}' is already registered")
@@ -59,3 +71,24 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+@dataclass
+class ComponentConfig:
+    """Base of every component config (tuners, heads): dataclass fields with `metadata={"help": ...}`,
+    validated in `__post_init__` (raise ConfigError naming the field, the value and the valid range)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> ComponentConfig:
+        """Builds the config, answering unknown keys with the valid ones."""
+        fields = sorted(f.name for f in dataclasses.fields(cls))
+        unknown = [k for k in values if k not in fields]
+        if unknown:
+            hints = "".join(did_you_mean(k, fields) for k in unknown)
+            raise ConfigError(
+                f"Unknown {cls.__name__} key(s) {unknown}.{hints}", hint=f"valid keys: {', '.join(fields)}"
+            )
+        return cls(**values)

@@ -11,37 +11,21 @@ dataclass config (so an artifact stores it as JSON: `head_config = {"name": ...,
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from torch import Tensor
 
 from mmpt.errors import ConfigError
-from mmpt.registry import Registry, did_you_mean
+from mmpt.registry import ComponentConfig, Registry
 
 Layout = Sequence[tuple[str, int, int, tuple[int, int]]]
 
 
 @dataclass
-class HeadConfig:
-    """Base of every head config: dataclass fields with `metadata={"help": ...}`, validated in `__post_init__`."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> HeadConfig:
-        """Builds the config, answering unknown keys with the valid ones."""
-        fields = sorted(f.name for f in dataclasses.fields(cls))
-        unknown = [k for k in values if k not in fields]
-        if unknown:
-            hints = "".join(did_you_mean(k, fields) for k in unknown)
-            raise ConfigError(
-                f"Unknown {cls.__name__} key(s) {unknown}.{hints}", hint=f"valid keys: {', '.join(fields)}"
-            )
-        return cls(**values)
+class HeadConfig(ComponentConfig):
+    """Base of every head config (see `ComponentConfig`)."""
 
 
 @runtime_checkable
@@ -59,15 +43,7 @@ class Head(Protocol):
 HEADS: Registry[type] = Registry("head")
 
 
-def register_head(name: str):
-    """Class decorator: registers a head class under `name` and sets its `name` attribute."""
-
-    def decorator(cls: type) -> type:
-        cls.name = name
-        HEADS.add(name, cls)
-        return cls
-
-    return decorator
+register_head = HEADS.register_class  # class decorator: @register_head("linear")
 
 
 def head_config_dict(head: Head) -> dict[str, Any]:

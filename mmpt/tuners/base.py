@@ -7,7 +7,6 @@ peft) or requires_grad changes (linear probe, full fine-tuning). Each tuner is o
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -18,28 +17,12 @@ from torch.nn.modules.module import _IncompatibleKeys
 
 from mmpt.backbone.multivit import MultiViT
 from mmpt.errors import ArtifactError, ConfigError
-from mmpt.registry import Registry, did_you_mean
+from mmpt.registry import ComponentConfig, Registry
 
 
 @dataclass
-class TunerConfig:
-    """Base of every tuner config: plain dataclass fields with `metadata={"help": ...}`, validated in
-    `__post_init__` (raise ConfigError naming the field, the value and the valid range)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TunerConfig:
-        """Builds the config, answering unknown keys with the valid ones."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = [k for k in values if k not in fields]
-        if unknown:
-            hints = "".join(did_you_mean(k, sorted(fields)) for k in unknown)
-            raise ConfigError(
-                f"Unknown {cls.__name__} key(s) {unknown}.{hints}", hint=f"valid keys: {', '.join(sorted(fields))}"
-            )
-        return cls(**values)
+class TunerConfig(ComponentConfig):
+    """Base of every tuner config (see `ComponentConfig`)."""
 
 
 @runtime_checkable
@@ -74,15 +57,7 @@ class Tuner(Protocol):
 TUNERS: Registry[type] = Registry("tuner")
 
 
-def register(name: str):
-    """Class decorator: registers a tuner class under `name` and sets its `name` attribute."""
-
-    def decorator(cls: type) -> type:
-        cls.name = name
-        TUNERS.add(name, cls)
-        return cls
-
-    return decorator
+register = TUNERS.register_class  # class decorator: @register("deep_prompt")
 
 
 def resolve_layers(layers: Sequence[int] | None, depth: int) -> list[int]:
