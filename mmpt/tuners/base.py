@@ -112,6 +112,16 @@ def tokens_at(backbone: MultiViT, inputs: Mapping[str, Tensor], layers: Sequence
     return [outputs[i] for i in wanted]
 
 
+def own_parameters_state(
+    module: nn.Module, destination: dict | None = None, prefix: str = "", keep_vars: bool = False
+) -> dict:
+    """`state_dict` of a tuner whose tuned tensors are its own (non-recursive) parameters, detached unless
+    `keep_vars`; the `destination`/`prefix` arguments keep a parent module's `state_dict()` working."""
+    out = {} if destination is None else destination
+    out.update({prefix + n: p if keep_vars else p.detach() for n, p in module.named_parameters(recurse=False)})
+    return out
+
+
 def trainable_summary(tuner: Tuner, backbone: MultiViT, head: nn.Module | None = None) -> str:
     """peft's line: `trainable params: X || all params: Y || trainable%: Z` (head included when given)."""
     base = backbone.base_state_dict()

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from mmpt.backbone.multivit import MultiViT
 from mmpt.errors import ConfigError
-from mmpt.tuners.base import TunerConfig, load_named_tensors, register, resolve_layers
+from mmpt.tuners.base import TunerConfig, load_named_tensors, own_parameters_state, register, resolve_layers
 from mmpt.tuners.prefix import block_with_prefix, open_gate
 
 
@@ -198,9 +198,8 @@ class DeepPrompt(nn.Module):
 
     def state_dict(self, *, destination: dict | None = None, prefix: str = "", keep_vars: bool = False) -> dict:
         """The prompts (and gates) only, detached unless `keep_vars`."""
-        out = {} if destination is None else destination
-        out.update({prefix + n: p if keep_vars else p.detach() for n, p in self.trainable_parameters()})
-        return out
+        self._backbone()
+        return own_parameters_state(self, destination, prefix, keep_vars)
 
     def load_state_dict(self, state_dict: Mapping[str, Tensor], strict: bool = True, assign: bool = False) -> Any:
         """Copies saved prompts (and gates) in, cast to the parameters' dtype and device."""

@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from mmpt.backbone.multivit import MultiViT
 from mmpt.errors import ConfigError
-from mmpt.tuners.base import TunerConfig, load_named_tensors, register
+from mmpt.tuners.base import TunerConfig, load_named_tensors, own_parameters_state, register
 from mmpt.tuners.deep_prompt import (
     check_layer_list,
     claim_blocks,
@@ -260,9 +260,8 @@ class PromptPool(nn.Module):
 
     def state_dict(self, *, destination: dict | None = None, prefix: str = "", keep_vars: bool = False) -> dict:
         """The prompts and keys only (usage counts are diagnostics, not state), detached unless `keep_vars`."""
-        out = {} if destination is None else destination
-        out.update({prefix + n: p if keep_vars else p.detach() for n, p in self.trainable_parameters()})
-        return out
+        self._backbone()
+        return own_parameters_state(self, destination, prefix, keep_vars)
 
     def load_state_dict(self, state_dict: Mapping[str, Tensor], strict: bool = True, assign: bool = False) -> Any:
         """Copies saved prompts and keys in, cast to the parameters' dtype and device."""
