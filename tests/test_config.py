@@ -38,7 +38,9 @@ def test_the_expected_recipes_are_shipped() -> None:
     expected = {f"nyuv2/{task}/{tuner}" for task in ("depth", "semseg")
                 for tuner in ("linear_probe", "deep_prompt", "prompt_pool", "lora", "full")}  # fmt: skip
     quick = {"quick/depth_deep_prompt", "quick/semseg_deep_prompt"}
-    assert expected | quick | {"pretrain/multimae_tiny_synth"} == set(recipe_names())
+    pretrain = {"pretrain/multimae_tiny_synth", "pretrain/multimae_tiny_synth_stage1"}
+    bench = {"bench/quick_synth", "bench/nyuv2_vitb"}
+    assert expected | quick | pretrain | bench == set(recipe_names())
 
 
 @pytest.mark.parametrize("path", RECIPE_FILES, ids=_name)

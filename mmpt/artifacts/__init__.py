@@ -8,6 +8,7 @@ from mmpt.artifacts.format import (
     load_artifact,
     read_metadata,
     save_artifact,
+    verify_artifact,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "load_artifact",
     "read_metadata",
     "save_artifact",
+    "verify_artifact",
 ]

@@ -240,6 +240,24 @@ def _read_tensors(path: Path, raw_metadata: Mapping[str, str]) -> dict[str, dict
     return parts
 
 
+def verify_artifact(path: str | Path) -> dict[str, Any]:
+    """Checks a whole artifact without a backbone: its metadata, and every tensor against `content_sha256`.
+
+    Args:
+        path: the artifact file.
+
+    Returns:
+        The metadata, JSON fields decoded (as `read_metadata`).
+
+    Raises:
+        ArtifactError: the file is missing, truncated, corrupted, foreign or of a newer version.
+    """
+    path = Path(path)
+    metadata = read_metadata(path)
+    _read_tensors(path, _raw_metadata(path))
+    return metadata
+
+
 def load_artifact(path: str | Path, backbone: MultiViT, *, allow_base_mismatch: bool = False) -> Artifact:
     """Rebuilds a tuned task on `backbone`: checks the base, applies the tuner, loads tuner and head state.
 

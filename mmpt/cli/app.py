@@ -6,7 +6,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from mmpt.cli import data, demo, env, inspect_cmd, pretrain, recipes, tune
+from mmpt.cli import bench, data, demo, env, inspect_cmd, pretrain, recipes, tune, zoo
 from mmpt.errors import MmptError
 
 
@@ -48,8 +48,10 @@ app.command("predict")(tune.predict)
 app.command("inspect")(inspect_cmd.inspect)
 app.command("env")(env.env)
 app.command("pretrain")(pretrain.pretrain)
+app.command("bench")(bench.bench)
 app.add_typer(data.app, name="data")
 app.add_typer(recipes.app, name="recipes")
+app.add_typer(zoo.app, name="zoo")
 
 
 def main() -> None:

@@ -133,7 +133,16 @@ def validate(
     from mmpt.config.recipes import recipe_kind, resolve_recipe
 
     console = Console()
-    if recipe_kind(resolve_recipe(recipe)) == "pretrain":
+    kind = recipe_kind(resolve_recipe(recipe))
+    if kind == "bench":
+        from mmpt.bench.spec import load_bench
+
+        if overrides:
+            raise ConfigError("bench recipes take no key=value overrides; edit a copy (`mmpt recipes cp`).")
+        rows = load_bench([recipe], "runs/bench").rows
+        console.print(f"[green]OK[/green] {escape(recipe)}  (bench recipe, {len(rows)} rows)", highlight=False)
+        return
+    if kind == "pretrain":
         from mmpt.pretrain.config import load_pretrain_config
 
         load_pretrain_config(recipe, overrides or [])

@@ -83,7 +83,7 @@ def _shorthand(key: str, value: Any) -> Any:
     return value
 
 
-def _merge(base: dict[str, Any], top: Mapping[str, Any], depth: int = 0) -> dict[str, Any]:
+def merge_recipes(base: dict[str, Any], top: Mapping[str, Any], depth: int = 0) -> dict[str, Any]:
     """Deep merge of `top` over `base`; a tuner/head with another name replaces the base's whole mapping."""
     out = dict(base)
     for key, value in top.items():
@@ -91,7 +91,7 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any], depth: int = 0) -> dict
         switched = depth == 0 and key in COMPONENTS and isinstance(old, Mapping) and isinstance(value, Mapping)
         switched = switched and old.get("name") != value.get("name", old.get("name"))
         if isinstance(old, Mapping) and isinstance(value, Mapping) and not switched:
-            out[key] = _merge(dict(old), value, depth + 1)
+            out[key] = merge_recipes(dict(old), value, depth + 1)
         else:
             out[key] = value
     return out
@@ -128,7 +128,7 @@ def read_recipe(recipe: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, 
         raise ConfigError(
             f"{path}: defaults file {base_path} does not exist.", hint="the path is relative to the recipe"
         )
-    return _merge(read_recipe(base_path, (*_chain, path.resolve())), data)
+    return merge_recipes(read_recipe(base_path, (*_chain, path.resolve())), data)
 
 
 def _split_override(item: str) -> tuple[str, str | None]:

@@ -42,6 +42,13 @@ class PretrainModelConfig:
     decoder_dim: int = field(default=128, metadata={"help": "decoder width (release: 256)"})
     decoder_depth: int = field(default=2, metadata={"help": "decoder blocks after the cross-attention (release: 2)"})
     decoder_heads: int = field(default=4, metadata={"help": "decoder heads (release: 8)"})
+    init_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "start from this release-format checkpoint (encoder, adapters, decoders), e.g. a previous "
+            "`checkpoint-final.pth`: continued / domain-adaptive pretraining"
+        },
+    )
     norm_rgb_decoder: bool = field(
         default=False,
         metadata={"help": "add the release's norm_rgb decoder; rgb then regresses plain, not patch-normalised, pixels"},

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from mmpt.backbone.checkpoint import save_safetensors
+from mmpt.backbone.checkpoint import read_state_dict, save_safetensors
 from mmpt.backbone.multivit import DomainSpec, MultiViTConfig
 from mmpt.config.validate import plain
-from mmpt.errors import TrainingError
+from mmpt.errors import CheckpointError, ConfigError, TrainingError
 from mmpt.pretrain.config import SEMSEG_CLASSES, SEMSEG_UNLABELED, PretrainConfig, dump_pretrain_config
 from mmpt.pretrain.data import PretrainSamples
 from mmpt.pretrain.masking import sample_token_masks
@@ -59,6 +59,23 @@ def build_model(cfg: PretrainConfig) -> MultiMAE:
     return MultiMAE(
         encoder, outputs=m.outputs, decoder=decoder, semseg_ignore_index=SEMSEG_UNLABELED, loss_weights=cfg.loss_weights
     )
+
+
+def init_from_checkpoint(model: MultiMAE, path: Path) -> None:
+    """Loads a release-format checkpoint (`model.init_from`) into `model`, strictly, naming the file on failure."""
+    if not path.is_file():
+        raise ConfigError(
+            f"model.init_from={str(path)!r}: no such file.",
+            hint="point it to a release-format checkpoint such as runs/pretrain/<run>/checkpoint-final.pth",
+        )
+    state, _ = read_state_dict(path)
+    try:
+        model.load_release_state_dict(state)
+    except CheckpointError as err:
+        raise CheckpointError(
+            f"model.init_from={str(path)!r} does not fit model.*: {err}",
+            hint="make model.* (dim, depth, heads, patch, image_size, decoder_*) match the checkpoint's run",
+        ) from None
 
 
 def _param_groups(model: MultiMAE, cfg: PretrainConfig) -> list[dict[str, Any]]:
@@ -145,6 +162,8 @@ def _pretrain(cfg: PretrainConfig, *, progress: bool, stop_at: int | None) -> di
     run_dir = Path(cfg.output_dir)
     set_seed(cfg.train.seed)  # the initial weights
     net = build_model(cfg)
+    if cfg.model.init_from and not cfg.train.resume:
+        init_from_checkpoint(net, Path(cfg.model.init_from))
     optimizer = torch.optim.AdamW(
         _param_groups(net, cfg),
         lr=cfg.train.lr,
