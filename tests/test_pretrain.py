@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from mmpt.backbone.load import load_backbone
 from mmpt.cli.app import app
 from mmpt.data.synthetic import write_synthetic_nyuv2
-from mmpt.errors import ConfigError, TrainingError
+from mmpt.errors import CheckpointError, ConfigError, TrainingError
 from mmpt.pretrain.config import (
     SEMSEG_CLASSES,
     MaskingConfig,
@@ -23,7 +23,7 @@ from mmpt.pretrain.config import (
     load_pretrain_config,
 )
 from mmpt.pretrain.data import PretrainSamples, robust_standardize
-from mmpt.pretrain.loop import build_model, pretrain
+from mmpt.pretrain.loop import build_model, init_from_checkpoint, pretrain
 from mmpt.pretrain.masking import masks_from_visible, sample_token_masks
 from mmpt.pretrain.model import DecoderConfig, MultiMAE
 from mmpt.testing import _decoder_state, make_tiny_checkpoint, tiny_config
@@ -285,3 +285,26 @@ def test_recipe_errors_list_every_problem(tmp_path: Path) -> None:
     message = str(error.value)
     assert "model.dimm" in message and "Did you mean 'dim'" in message
     assert "masking.alpha=-1" in message and "train.stepz" in message
+
+
+def test_init_from_continues_from_a_release_checkpoint(synth: Path, run: Path, tmp_path: Path) -> None:
+    cfg = _cfg(synth, tmp_path)
+    cfg.model.init_from = str(run / "checkpoint-final.pth")
+    model = build_model(cfg)
+    init_from_checkpoint(model, Path(cfg.model.init_from))
+    start = torch.load(run / "checkpoint-final.pth", weights_only=True)["model"]
+    assert all(torch.equal(v, start[k]) for k, v in model.release_state_dict().items())  # every tensor, decoders too
+    pretrain(cfg, progress=False, stop_at=1)  # the loop starts from it: the first loss is the trained model's
+    first = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["loss"]
+    fresh = tmp_path / "fresh"
+    pretrain(_cfg(synth, fresh), progress=False, stop_at=1)
+    assert first < json.loads((fresh / "metrics.jsonl").read_text().splitlines()[0])["loss"]
+
+
+def test_init_from_names_the_file_when_it_is_missing_or_does_not_fit(synth: Path, run: Path, tmp_path: Path) -> None:
+    cfg = _cfg(synth, tmp_path)
+    with pytest.raises(ConfigError, match="no such file"):
+        init_from_checkpoint(build_model(cfg), tmp_path / "absent.pth")
+    cfg.model.depth = TINY_MODEL["depth"] + 1
+    with pytest.raises(CheckpointError, match=r"(?s)model\.init_from=.*checkpoint-final\.pth.*missing: encoder\.2\."):
+        init_from_checkpoint(build_model(cfg), run / "checkpoint-final.pth")

@@ -52,6 +52,8 @@ def demo(
             "Tune:          mmpt tune nyuv2/depth/deep_prompt data.root=data/nyuv2\n"
             f"Evaluate:      mmpt eval {rows[0].artifact} --data {out / 'synthetic'}\n"
             f"Predict:       mmpt predict {rows[0].artifact} photo.jpg --out predictions/\n"
+            "Compare all:   mmpt bench bench/quick_synth --out runs/bench/quick_synth\n"
+            "Share:         mmpt zoo add ARTIFACT --name NAME   (then mmpt zoo push NAME --repo you/NAME)\n"
             "All recipes:   mmpt recipes ls",
             title="Next steps",
             expand=False,

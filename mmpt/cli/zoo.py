@@ -131,7 +131,8 @@ def verify(zoo: ZooDir = DEFAULT_ZOO) -> None:
             console.print(f"[red]✗[/red] {escape(problem)}", highlight=False, soft_wrap=True)
         console.print(f"[red]{len(problems)} problem(s)[/red] in {escape(str(zoo))}", highlight=False)
         raise typer.Exit(1)
-    console.print(f"[green]{len(load_zoo(zoo).entries)} artifacts OK[/green] in {escape(str(zoo))}", highlight=False)
+    count = len(load_zoo(zoo).entries)
+    console.print(f"[green]{count} artifact{'s' * (count != 1)} OK[/green] in {escape(str(zoo))}", highlight=False)
 
 
 @app.command("pull")
