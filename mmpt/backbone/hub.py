@@ -53,11 +53,12 @@ for _spec in (
     BackboneSpec(
         "multimae-tiny-synth",
         PACKAGED + "multimae-tiny-synth.safetensors",
-        sha256="ca92fc4ac4ddf0964ede97f9ea2f1adf6237a67840fcbe46d28fbfec09c9479c",
-        size=11_558_016,
+        sha256="00e7c920bb72ab3925a309f10c1a51a5b61a8c31f6f1dc014bd2045d1acca48d",
+        size=11558016,
         domains=("rgb", "depth", "semseg"),
         description="MultiMAE ViT-Ti (dim 192, 12 blocks, 3 heads, patch 16, 128 px) pretrained by mmpt on "
-        "synthetic NYUv2-format scenes (recipe pretrain/multimae_tiny_synth); shipped in the package, fp16",
+        "synthetic NYUv2-format scenes (recipes pretrain/multimae_tiny_synth_stage1, then "
+        "pretrain/multimae_tiny_synth); shipped in the package, fp16",
         license="Apache-2.0",
     ),
 ):
