@@ -64,7 +64,9 @@ def readme_block(folder: Path) -> str:
             START,
             f"`mmpt bench bench/quick_synth` on `{first['backbone']}` ({first['steps']} steps, seeds "
             f"{', '.join(map(str, first['seeds']))}, linear heads, mean ± std; {machine['cpu']}, "
-            f"{machine['cpu_threads']} threads, GPU {machine['gpu']}). Full table: `{relative}/results.md`.",
+            f"{machine['cpu_threads']} threads, GPU {machine['gpu']}; {_training_minutes(rows):.0f} min of training "
+            f"in all). Full table: `{relative}/results.md`. Train img/s are the depth rows' (the linear probe caches "
+            "its frozen features); overhead is the tuned backbone's latency over the frozen one's, batch 1.",
             "",
             *lines,
             "",
@@ -72,6 +74,10 @@ def readme_block(folder: Path) -> str:
             END,
         ]
     )
+
+
+def _training_minutes(rows: list[dict]) -> float:
+    return sum(r["wall_time_s"] * len(r["seeds"]) for r in rows) / 60
 
 
 def update_readme(folder: Path, readme: Path = ROOT / "README.md") -> None:

@@ -217,9 +217,11 @@ def test_bad_rows_raise_errors_that_name_the_missing_keys(rows) -> None:
 def test_rich_table_has_one_row_per_task_row_and_right_aligned_numbers(rows) -> None:
     table = rich_table(rows, "depth")
     assert table.row_count == 5 and rich_table(rows, "semseg").row_count == 1
-    assert [c.justify for c in table.columns[:3]] == ["left", "left", "right"]
-    assert all(c.justify == "right" for c in table.columns[2:])
-    assert list(table.columns[2].cells)[1].plain == "0.610 ± 0.010"  # deep_prompt, second by params
+    headers = [str(c.header) for c in table.columns]
+    assert headers[:2] == ["tuner", "delta1 ↑"] and "rmse ↓" not in headers and "wall time" not in headers
+    assert "head" not in headers and table.title == "depth, linear head"  # one head for all rows: in the title
+    assert table.columns[0].justify == "left" and all(c.justify == "right" for c in table.columns[1:])
+    assert list(table.columns[1].cells)[1].plain == "0.610 ± 0.010"  # deep_prompt, second by params
     with pytest.raises(ConfigError, match=r"\['depth', 'semseg'\]"):
         rich_table(rows, "normals")
 

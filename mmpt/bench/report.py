@@ -277,12 +277,24 @@ def rich_table(rows: Sequence[Row], task: str) -> Table:
     if task not in by_task:
         raise ConfigError(f"No benchmark rows for task {task!r}.", hint=f"tasks in these rows: {list(by_task)}")
     table_data = _task_table(by_task[task])
-    table = Table(title=task, caption="\n".join(table_data.notes), caption_justify="left")
-    for header, numeric in zip(table_data.headers, table_data.numeric, strict=True):
-        table.add_column(header, justify="right" if numeric else "left")
+    # A terminal is narrower than a markdown file: the primary metric only, no wall time, no constant head column.
+    heads = {cells[1] for cells in table_data.cells}
+    dropped = {h for h in table_data.headers[3:] if not h.startswith(("tuner params", "head params"))}
+    dropped = {h for h in dropped if any(h.startswith(m) for m in _all_metrics(by_task[task]))} | {"wall time"}
+    dropped |= {"head"} if len(heads) == 1 else set()
+    keep = [i for i, h in enumerate(table_data.headers) if h not in dropped]
+    title = f"{task}" + (f", {heads.pop()} head" if len(heads) == 1 else "")
+    caption = "\n".join([*table_data.notes, "All metrics and the wall time: results.md."])
+    table = Table(title=title, caption=caption, caption_justify="left")
+    for i in keep:
+        table.add_column(table_data.headers[i], justify="right" if table_data.numeric[i] else "left")
     for cells in table_data.cells:
-        table.add_row(*(Text(c) for c in cells))  # Text: a "[" in a name is not rich markup
+        table.add_row(*(Text(cells[i]) for i in keep))  # Text: a "[" in a name is not rich markup
     return table
+
+
+def _all_metrics(rows: Sequence[Row]) -> set[str]:
+    return {m for r in rows for m in (r.get("metrics") or {})}
 
 
 def print_tables(rows: Sequence[Row], console: Console | None = None) -> None:
