@@ -193,7 +193,7 @@ def test_the_index_is_rewritten_sorted_and_atomically(zoo, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr("mmpt.zoo.index.os.replace", disk_full)
+    monkeypatch.setattr("mmpt.fileio.os.replace", disk_full)
     with pytest.raises(OSError, match="No space left"):
         loaded.save()
     assert (zoo / "index.json").read_text() == before and sorted(p.name for p in zoo.iterdir()) == [

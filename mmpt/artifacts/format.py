@@ -16,9 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import struct
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,6 +30,7 @@ from torch import Tensor, nn
 
 from mmpt.backbone.multivit import MultiViT
 from mmpt.errors import ArtifactError, BaseMismatchError, ConfigError, MmptError
+from mmpt.fileio import atomic_write
 
 ARTIFACT_VERSION = 1
 JSON_FIELDS = ("tuner_config", "head_config", "domains", "image_size", "metrics")
@@ -158,16 +157,7 @@ def save_artifact(
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     metadata["content_sha256"] = _content_sha256(metadata, tensors)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        with open(tmp, "rb+") as f:  # on disk before the rename makes it visible
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 # ---- reading ------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from torch import Tensor
 from mmpt.backbone.adapters import resize_pos_emb
 from mmpt.backbone.multivit import DomainSpec, MultiViT, MultiViTConfig
 from mmpt.errors import CheckpointError
+from mmpt.fileio import atomic_write
 
 SAFETENSORS_FORMAT = "mmpt-multivit"
 _BLOCK_KEY = re.compile(r"^encoder\.(\d+)\.")
@@ -251,7 +252,4 @@ def save_safetensors(model: MultiViT, path: str | Path, *, dtype: torch.dtype = 
     path = Path(path)
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.base_state_dict().items()}
     meta = {"format": "pt", "mmpt_format": SAFETENSORS_FORMAT, "num_heads": str(model.config.num_heads), **metadata}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from mmpt.errors import ConfigError
+from mmpt.fileio import atomic_write
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -350,20 +351,6 @@ def _draw_task(ax: Any, task: str, rows: Sequence[Row], colours: Mapping[str, An
     ax.grid(True, which="major", alpha=0.3)
 
 
-def _replace_atomically(path: Path, write: Callable[[BinaryIO], object]) -> Path:
-    """Calls `write(file)` on a temp file next to `path`, then renames it over `path`: no half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def pareto_plot(rows: Sequence[Row], path: str | os.PathLike, *, title: str | None = None) -> Path:
     """Draws primary metric vs trainable params, one subplot per task, and saves it as a 150 dpi PNG.
 
@@ -392,7 +379,7 @@ def pareto_plot(rows: Sequence[Row], path: str | os.PathLike, *, title: str | No
         _draw_task(ax, task, task_rows, colours)
     if title:
         fig.suptitle(title)
-    return _replace_atomically(Path(path), lambda f: fig.savefig(f, format="png", dpi=150))
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150))
 
 
 def _provenance(rows: Sequence[Row]) -> str:
@@ -420,5 +407,5 @@ def write_report(
     text = (
         f"# {title}\n\n{_provenance(rows)}\n\n{where}{markdown_table(rows)}\n## Pareto front\n\n![Pareto](pareto.png)\n"
     )
-    markdown = _replace_atomically(out / "results.md", lambda f: f.write(text.encode("utf-8")))
+    markdown = atomic_write(out / "results.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return {"markdown": markdown, "plot": plot}

@@ -29,7 +29,7 @@ from mmpt.bench.spec import BenchRow, BenchSpec
 from mmpt.config.load import config_hash
 from mmpt.config.schema import RunConfig
 from mmpt.errors import ConfigError, DatasetLayoutError
-from mmpt.train.tracking import write_json_atomic
+from mmpt.fileio import atomic_write, write_json_atomic
 
 
 def ensure_synthetic_data(spec: BenchSpec, *, progress: bool = True) -> None:
@@ -171,18 +171,14 @@ def run_row(row: BenchRow, spec: BenchSpec, out: Path, *, progress: bool = True)
         **spec.latency,
     )
     result = aggregate(row, seeds, latency)
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, result)
     return result
 
 
 def write_results(rows: list[dict[str, Any]], out: Path) -> Path:
     """results.jsonl (one row per line), atomically."""
-    path = out / "results.jsonl"
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r, sort_keys=False) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    return atomic_write(out / "results.jsonl", lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def run_bench(spec: BenchSpec, out: str | Path, *, progress: bool = True, console=None) -> list[dict[str, Any]]:

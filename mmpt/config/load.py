@@ -18,9 +18,7 @@ import copy
 import dataclasses
 import hashlib
 import json
-import os
 import re
-import tempfile
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,6 +30,7 @@ from mmpt.config.recipes import resolve_recipe
 from mmpt.config.schema import RunConfig
 from mmpt.config.validate import INVALID, build_component, check_fields, instantiate, plain, unknown_key
 from mmpt.errors import ConfigError
+from mmpt.fileio import atomic_write
 from mmpt.registry import Registry, did_you_mean
 
 COMPONENTS = ("tuner", "head")
@@ -335,14 +334,4 @@ def save_resolved(cfg: RunConfig, run_dir: str | Path) -> Path:
         f"# Resolved mmpt {__version__} config, config_hash {config_hash(cfg)}.\n"
         f"# Re-run it: mmpt tune {path}\n" + dump_config(cfg)
     )
-    fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".yaml.tmp", dir=run_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

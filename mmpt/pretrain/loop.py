@@ -10,7 +10,6 @@ Accelerate restores weights, optimizer, schedule and RNG states.
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from mmpt.backbone.checkpoint import read_state_dict, save_safetensors
 from mmpt.backbone.multivit import DomainSpec, MultiViTConfig
 from mmpt.config.validate import plain
 from mmpt.errors import CheckpointError, ConfigError, TrainingError
+from mmpt.fileio import atomic_write, write_json_atomic
 from mmpt.pretrain.config import SEMSEG_CLASSES, SEMSEG_UNLABELED, PretrainConfig, dump_pretrain_config
 from mmpt.pretrain.data import PretrainSamples
 from mmpt.pretrain.masking import sample_token_masks
@@ -31,7 +31,7 @@ from mmpt.train.build import progress_bar, to_device
 from mmpt.train.loop import TrainerState, list_checkpoints, save_checkpoint
 from mmpt.train.optim import lr_factor
 from mmpt.train.sampling import resumable_loader
-from mmpt.train.tracking import RunLog, environment, write_json_atomic
+from mmpt.train.tracking import RunLog, environment
 
 _CHANNELS = {"rgb": 3, "depth": 1}
 _NO_DECAY = ("global_tokens", "pos_emb", "mask_token", "task_embeddings")
@@ -264,9 +264,7 @@ def _export(
 ) -> dict[str, Any]:
     """Writes checkpoint-final.pth (release layout), the encoder .safetensors and results.json."""
     final = run_dir / "checkpoint-final.pth"
-    tmp = final.with_name(final.name + ".tmp")
-    torch.save({"model": net.release_state_dict()}, tmp)
-    os.replace(tmp, final)
+    atomic_write(final, lambda tmp: torch.save({"model": net.release_state_dict()}, tmp))
     dtype = torch.float16 if cfg.train.export_dtype == "float16" else torch.float32
     export = save_safetensors(
         net.backbone,

@@ -19,9 +19,10 @@ from torch.utils.data import DataLoader
 
 from mmpt.config.schema import RunConfig
 from mmpt.errors import TrainingError
+from mmpt.fileio import write_json_atomic
 from mmpt.train import build
 from mmpt.train.optim import build_optimizer, build_scheduler, param_groups
-from mmpt.train.tracking import RunLog, environment, write_json_atomic
+from mmpt.train.tracking import RunLog, environment
 
 
 @dataclass

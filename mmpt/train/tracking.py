@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import platform
 from pathlib import Path
 from typing import Any
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """JSON written to a temp file and renamed, so a crash never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 class RunLog:

@@ -15,8 +15,7 @@ import os
 import re
 import shutil
 import urllib.parse
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 from mmpt.artifacts import verify_artifact
 from mmpt.download import sha256_file
 from mmpt.errors import ArtifactError, ConfigError
+from mmpt.fileio import atomic_write
 from mmpt.registry import did_you_mean
 
 INDEX_FILE = "index.json"
@@ -247,20 +247,6 @@ class Zoo:
         index = {"version": INDEX_VERSION, "artifacts": [e.to_dict() for e in self.entries]}
         text = json.dumps(index, indent=2, ensure_ascii=False) + "\n"
         return atomic_write(self.index_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def atomic_write(dest: Path, write: Callable[[Path], object]) -> Path:
-    """Runs `write(tmp)` on a temp file next to `dest`, then renames it onto `dest`: never a partial `dest`."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:  # on disk before the rename makes it visible
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
 
 
 def load_zoo(folder: str | Path, *, missing_ok: bool = False) -> Zoo:
