@@ -321,6 +321,9 @@ def _draw_task(ax: Any, task: str, rows: Sequence[Row], colours: Mapping[str, An
     primary, higher = rows[0]["primary_metric"], _higher(rows[0])
     rows = [r for r in _sorted(rows) if _score(r) is not None]  # a row without a score has nothing to draw
     heads_differ = len({r.get("head") for r in rows}) > 1
+    scores = [_score(r) for r in rows]
+    near_y = 0.04 * ((max(scores) - min(scores)) or 1.0)  # labels of points closer than this would overlap
+    labelled: list[tuple[float, float]] = []  # (log10 params, score) of the labels above their point
     clipped = False
     for r in rows:
         mean, std, n = metric_stats(r, primary)
@@ -334,7 +337,11 @@ def _draw_task(ax: Any, task: str, rows: Sequence[Row], colours: Mapping[str, An
         else:
             marker, style = "o", {"color": colours[str(r["tuner"])], "ms": 7}
         ax.errorbar([x], [mean], yerr=None if yerr is None else [yerr], fmt=marker, capsize=3, zorder=3, **style)
-        ax.annotate(_point_label(r, heads_differ), (x, mean), xytext=(6, 4), textcoords="offset points", fontsize=8)
+        crowded = any(abs(math.log10(x) - lx) < 0.3 and abs(mean - ly) < near_y for lx, ly in labelled)
+        if not crowded:
+            labelled.append((math.log10(x), mean))
+        offset = (6, -11) if crowded else (6, 4)  # a near neighbour's label is above: put this one below
+        ax.annotate(_point_label(r, heads_differ), (x, mean), xytext=offset, textcoords="offset points", fontsize=8)
     front = [rows[i] for i in _front_indices(rows)]
     if len(front) > 1:  # one point is no line
         xs = [max(_params(r) or 0, 1) for r in front]
