@@ -5,10 +5,11 @@ from __future__ import annotations
 import platform
 import statistics
 import subprocess
-import time
 from collections.abc import Callable
 
 import torch
+
+from mmpt.bench.measure import interleaved_seconds
 
 
 def machine_description() -> dict[str, str]:
@@ -30,27 +31,9 @@ def machine_description() -> dict[str, str]:
     }
 
 
-def time_once(fn: Callable[[], object]) -> float:
-    """Seconds for one call (synchronising CUDA if used)."""
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
 def interleaved(configs: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
     """Times every config once per round, round after round, so machine noise hits all of them alike."""
-    for fn in configs.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in configs}
-    for _ in range(rounds):
-        for name, fn in configs.items():
-            times[name].append(time_once(fn))
-    return times
+    return interleaved_seconds(configs, rounds, warmup=warmup)
 
 
 def median_ratio(a: list[float], b: list[float]) -> float:
